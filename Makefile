@@ -1,0 +1,29 @@
+# Two commands for a fresh machine:  make run  (service)  and  make test  (tests).
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+
+.PHONY: install run test migrate worker clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+## web on http://127.0.0.1:8000 + render worker (+ embedded Postgres when none is found)
+run: install
+	$(PY) -m web.local
+
+## the whole test suite against a real Postgres
+test: install
+	scripts/prepare-test-postgres
+	$(PY) -m pytest
+
+migrate: install
+	$(VENV)/bin/flask --app web migrate
+
+clean:
+	rm -rf $(VENV) .data *.egg-info .pytest_cache

@@ -1,0 +1,86 @@
+-- Who sees which rows and columns. RLS is the guard; WHERE clauses in queries are for speed.
+--
+-- Every tenant table has RLS enabled and FORCED (so even its owner, sg_owner, is filtered)
+-- and two policies:
+--   "users reach only their own rows"   to sg_app and sg_owner: the row's user is app.user_id.
+--                                       sg_owner is listed because the user-facing SECURITY
+--                                       DEFINER functions it owns run as it, and must stay
+--                                       inside the caller's tenancy.
+--   "service functions reach every row" to sg_service, the owner of the few cross-tenant
+--                                       functions; nobody can log in as sg_service.
+-- With no app.user_id set, app.current_user_id() is null and tenants see zero rows.
+set local role sg_owner;
+
+do $$
+declare
+  tenant_table text;
+  owner_column text;
+begin
+  for tenant_table, owner_column in values
+      ('users', 'id'), ('subscriptions', 'user_id'), ('api_keys', 'user_id'),
+      ('refresh_tokens', 'user_id'), ('jobs', 'user_id'), ('credit_ledger', 'user_id'),
+      ('usage_logs', 'user_id')
+  loop
+    execute format('alter table public.%I enable row level security', tenant_table);
+    execute format('alter table public.%I force row level security', tenant_table);
+    execute format('drop policy if exists "users reach only their own rows" on public.%I', tenant_table);
+    -- (select …) makes Postgres compute the id once per statement, not once per row.
+    execute format($policy$
+      create policy "users reach only their own rows" on public.%I for all to sg_app, sg_owner
+        using (%I = (select app.current_user_id()))
+        with check (%I = (select app.current_user_id()))
+    $policy$, tenant_table, owner_column, owner_column);
+    execute format('drop policy if exists "service functions reach every row" on public.%I', tenant_table);
+    execute format($policy$
+      create policy "service functions reach every row" on public.%I for all to sg_service
+        using (true) with check (true)
+    $policy$, tenant_table);
+  end loop;
+end
+$$;
+
+-- Non-tenant tables that only functions touch: private (RLS on, no policy) to all but sg_service.
+alter table public.stripe_events enable row level security;
+alter table public.stripe_events force row level security;
+drop policy if exists "service functions reach every row" on public.stripe_events;
+create policy "service functions reach every row" on public.stripe_events for all to sg_service
+  using (true) with check (true);
+alter table public.login_attempts enable row level security;
+alter table public.login_attempts force row level security;
+drop policy if exists "service functions reach every row" on public.login_attempts;
+create policy "service functions reach every row" on public.login_attempts for all to sg_service
+  using (true) with check (true);
+
+-- Table privileges: this file is their single source of truth, so start from nothing.
+revoke all on all tables in schema public from public, sg_app, sg_worker, sg_service, sg_analyst;
+revoke all on all sequences in schema public from public, sg_app, sg_worker, sg_service, sg_analyst;
+grant usage on schema public to sg_app, sg_worker, sg_service;
+
+-- The web process reads its user's rows (never a password, key or token hash) and
+-- changes state only through app functions; the one direct write is the profile name.
+grant select on public.plans to sg_app;
+grant select (id, email, full_name, is_active, is_verified, session_version, created_at, updated_at, last_login)
+  on public.users to sg_app;
+grant update (full_name) on public.users to sg_app;
+grant select on public.subscriptions, public.jobs, public.credit_ledger, public.usage_logs to sg_app;
+grant select (id, user_id, name, prefix, created_at, last_used_at, revoked_at) on public.api_keys to sg_app;
+grant select (id, user_id, family_id, created_at, expires_at, revoked_at) on public.refresh_tokens to sg_app;
+
+-- Cross-tenant functions run as sg_service; RLS policies above still decide the rows.
+grant select on public.plans to sg_service;
+grant select, insert, update, delete on
+  public.users, public.subscriptions, public.api_keys, public.refresh_tokens, public.jobs,
+  public.usage_logs, public.stripe_events, public.login_attempts
+  to sg_service;
+grant select, insert on public.credit_ledger to sg_service;
+grant insert on public.pgqueuer to sg_service;
+grant usage on sequence public.pgqueuer_id_seq to sg_service;
+
+-- The worker drives pgqueuer and nothing else directly.
+grant select, insert, update, delete on
+  public.pgqueuer, public.pgqueuer_log, public.pgqueuer_schedules, public.pgqueuer_statistics
+  to sg_worker;
+grant usage, select on sequence
+  public.pgqueuer_id_seq, public.pgqueuer_log_id_seq, public.pgqueuer_schedules_id_seq,
+  public.pgqueuer_statistics_id_seq
+  to sg_worker;

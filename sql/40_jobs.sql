@@ -1,0 +1,82 @@
+-- Render jobs as the worker sees them. Every function here is a no-op when repeated,
+-- because pgqueuer delivers at least once: a job may be claimed again after a worker died.
+set local role sg_service;
+
+/**
+ * Marks a job processing and returns what the renderer needs; returns no row when the
+ * job is unknown or already finished (completed/failed), so a redelivery does nothing.
+ * A job left `processing` by a dead worker can be claimed again.
+ */
+create or replace function app.claim_job(job_id uuid)
+returns table (id uuid, user_id uuid, platform text, topic text, options jsonb,
+               tier text, attempts integer)
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+begin
+  return query
+    update public.jobs j
+       set status = 'processing', started_at = now(), progress_percent = 0,
+           attempts = j.attempts + 1, error_message = null
+     where j.id = job_id and j.status in ('queued', 'processing')
+    returning j.id, j.user_id, j.platform, j.topic, j.options, j.tier_at_creation, j.attempts;
+end
+$$;
+grant execute on function app.claim_job(uuid) to sg_worker;
+
+/** Records render progress (0–100) of a processing job; true if it was processing. */
+create or replace function app.set_job_progress(job_id uuid, percent integer)
+returns boolean
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+begin
+  update public.jobs j set progress_percent = least(greatest(percent, 0), 100)
+   where j.id = job_id and j.status = 'processing';
+  return found;
+end
+$$;
+grant execute on function app.set_job_progress(uuid, integer) to sg_worker;
+
+/** Finishes a processing job with its video; true only for the call that finished it. */
+create or replace function app.complete_job(job_id uuid, output_url text)
+returns boolean
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+begin
+  update public.jobs j
+     set status = 'completed', progress_percent = 100, output_url = complete_job.output_url,
+         error_message = null, finished_at = now()
+   where j.id = job_id and j.status = 'processing';
+  return found;
+end
+$$;
+grant execute on function app.complete_job(uuid, text) to sg_worker;
+
+/**
+ * Fails a job for good and refunds its credit, once: true only for the call that
+ * failed it. A job already completed or failed is left as it is.
+ */
+create or replace function app.fail_job(job_id uuid, error_message text)
+returns boolean
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+begin
+  update public.jobs j
+     set status = 'failed', error_message = left(coalesce(fail_job.error_message, 'Render failed.'), 1000),
+         finished_at = now()
+   where j.id = job_id and j.status in ('queued', 'processing');
+  if not found then
+    return false;
+  end if;
+  perform app.refund_job(job_id);
+  return true;
+end
+$$;
+grant execute on function app.fail_job(uuid, text) to sg_worker;

@@ -1,0 +1,133 @@
+"""Test fixtures: one throwaway database per test session, migrated for real.
+
+Roles (sg_owner, sg_app, …) are cluster-wide and shared by every database on the
+server; the session's database is created, migrated and dropped here.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from argon2 import PasswordHasher
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+
+from web import create_app
+from web.config import role_dsn
+from web.migrate import migrate
+
+ADMIN_DSN = os.environ.get("TEST_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def dsn_for(database: str, admin_dsn: str = ADMIN_DSN) -> str:
+    return make_conninfo(**{**conninfo_to_dict(admin_dsn), "dbname": database})
+
+
+@contextmanager
+def throwaway_database(prefix: str = "sg_test"):
+    """Create an empty database, yield its admin DSN, drop it (with any connections)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'create database "{name}"')
+    try:
+        yield dsn_for(name)
+    finally:
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="session")
+def database_dsn():
+    """Admin DSN of this session's migrated database."""
+    with throwaway_database() as dsn:
+        migrate(dsn, environ={})
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def app(database_dsn):
+    app = create_app({"TESTING": True, "DATABASE_URL": database_dsn,
+                      "APP_DATABASE_URL": role_dsn(database_dsn, "sg_app"),
+                      "WORKER_DATABASE_URL": role_dsn(database_dsn, "sg_worker")})
+    yield app
+    app.extensions["sg_pool"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def connect(database_dsn):
+    """connect(role) -> a new autocommit connection to the test database as that role."""
+    opened: list[psycopg.Connection] = []
+
+    def _connect(role: str = "sg_app") -> psycopg.Connection:
+        dsn = database_dsn if role == "postgres" else role_dsn(database_dsn, role)
+        conn = psycopg.connect(dsn, autocommit=True, row_factory=dict_row)
+        opened.append(conn)
+        return conn
+
+    yield _connect
+    for conn in opened:
+        conn.close()
+
+
+@contextmanager
+def acting_as(conn: psycopg.Connection, user_id):
+    """A transaction on `conn` acting for `user_id`, the way web/db.py's tx() does."""
+    with conn.transaction():
+        conn.execute("select set_config('app.user_id', %s, true)", (str(user_id) if user_id else "",))
+        yield conn
+
+
+# One real argon2id hash, reused: hashing per user would dominate the test time.
+PASSWORD = "correct horse battery staple"
+PASSWORD_HASH = PasswordHasher(memory_cost=19456, time_cost=2, parallelism=1).hash(PASSWORD)
+
+
+@pytest.fixture
+def make_user(connect):
+    """make_user(credits=None) -> user id of a fresh signed-up user (5 credits unless
+    `credits` is given, which is reached by spending or granting through the SQL API)."""
+    app_conn = connect("sg_app")
+    service = connect("postgres")
+
+    def _make_user(credits: int | None = None, email: str | None = None) -> uuid.UUID:
+        email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+        with app_conn.transaction():
+            user = app_conn.execute("select * from app.signup(%s, %s, %s)",
+                                    (email, PASSWORD_HASH, "Test User")).fetchone()
+        if credits is not None and credits != user["credits_remaining"]:
+            set_balance(service, user["id"], credits)
+        return user["id"]
+
+    return _make_user
+
+
+def set_balance(admin: psycopg.Connection, user_id, credits: int) -> None:
+    """Move a user's balance to `credits` with ledger movements (admin grant or renders)."""
+    current = balance(admin, user_id)
+    if credits > current:
+        admin.execute("select * from app.grant_credits(%s, %s, 'admin_grant', %s)",
+                      (user_id, credits - current, f"test:{uuid.uuid4()}"))
+    for _ in range(current - credits):
+        with acting_as(admin, user_id):
+            admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'balance setup')")
+
+
+def balance(conn: psycopg.Connection, user_id) -> int:
+    with acting_as(conn, user_id):
+        row = conn.execute("select credits_remaining from subscriptions where user_id = %s",
+                           (user_id,)).fetchone()
+    return row["credits_remaining"]
+
+
+def ledger_sum(conn: psycopg.Connection, user_id) -> int:
+    with acting_as(conn, user_id):
+        return conn.execute("select coalesce(sum(delta), 0)::int as s from credit_ledger where user_id = %s",
+                            (user_id,)).fetchone()["s"]

@@ -1,0 +1,70 @@
+"""Postgres access for the web process.
+
+Every query a request makes runs inside `tx(user_id)`: one transaction, as the
+sg_app role (the pool connects as it), with `app.user_id` set transaction-locally
+before anything else, so row-level security scopes every row to that user and a
+pooled connection never carries one request's identity into the next.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+from uuid import UUID
+
+from flask import Flask, current_app
+from psycopg import Cursor
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+_EXTENSION = "sg_pool"
+
+
+class LazyPool:
+    """Opens the pool on first use, so `flask migrate` (which creates the role the
+    pool logs in as) and forking servers never hold connections they did not ask for."""
+
+    def __init__(self, conninfo: str, max_size: int):
+        self._conninfo = conninfo
+        self._max_size = max_size
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ConnectionPool:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self._conninfo,
+                        min_size=1,
+                        max_size=self._max_size,
+                        kwargs={"autocommit": True},
+                        # a broken connection is replaced instead of failing a request
+                        check=ConnectionPool.check_connection,
+                        timeout=5,
+                        open=True,
+                    )
+        return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+def init_app(app: Flask) -> None:
+    """Attach a (lazily opened) pool for the sg_app role to the app."""
+    app.extensions[_EXTENSION] = LazyPool(app.config["APP_DATABASE_URL"], app.config["DB_POOL_MAX"])
+
+
+@contextmanager
+def tx(user_id: UUID | str | None = None) -> Iterator[Cursor]:
+    """One transaction acting for `user_id` (or for nobody); yields a dict-row cursor.
+
+    Commits when the block ends normally, rolls back when it raises.
+    """
+    pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
+    with pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("select set_config('app.user_id', %s, true)", (str(user_id) if user_id else "",))
+        yield cur

@@ -1,0 +1,96 @@
+"""Database refusals and HTTP errors become `{"detail": …}` answers, in one place."""
+from __future__ import annotations
+
+import logging
+
+import psycopg
+from flask import Flask, jsonify, request
+from psycopg_pool import PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# SQLSTATEs our functions raise on purpose (see sql/10_app.sql), and unique violations.
+STATUS_BY_SQLSTATE = {
+    "P0401": 401,
+    "P0402": 402,
+    "P0403": 403,
+    "P0404": 404,
+    "P0409": 409,
+    "P0422": 422,
+    "P0429": 429,
+    "23505": 409,
+    "42501": 403,
+}
+# Seconds a client should wait when the database is unreachable.
+RETRY_AFTER_OUTAGE = 2
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and a message for the client."""
+
+    def __init__(self, status: int, detail: str, headers: dict | None = None, **extra):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def error_response(status: int, detail: str, headers: dict | None = None, **extra):
+    body = {"detail": detail, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = str(value)
+    return response
+
+
+def _database_error(error: psycopg.Error):
+    sqlstate = getattr(error, "sqlstate", None)
+    status = STATUS_BY_SQLSTATE.get(sqlstate or "")
+    if status is None:
+        log.exception("database error %s on %s %s", sqlstate, request.method, request.path)
+        return error_response(500, "Internal server error.")
+    if sqlstate == "23505":
+        return error_response(409, "That already exists.")
+    if sqlstate == "42501":
+        return error_response(403, "Not allowed.")
+    detail = error.diag.message_primary or "Request refused."
+    extra = {"upgrade_url": "/pricing"} if status == 402 else {}
+    return error_response(status, detail, **extra)
+
+
+def _unavailable(error: Exception):
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
+    return error_response(503, "Service temporarily unavailable. Please retry.",
+                          {"Retry-After": RETRY_AFTER_OUTAGE})
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers; every error leaves as JSON `{"detail": …}`."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError):
+        return error_response(error.status, error.detail, error.headers, **error.extra)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException):
+        return error_response(error.code or 500, error.description or error.name)
+
+    @app.errorhandler(psycopg.OperationalError)
+    def _operational(error):
+        return _unavailable(error)
+
+    @app.errorhandler(PoolTimeout)
+    def _pool_timeout(error):
+        return _unavailable(error)
+
+    @app.errorhandler(psycopg.Error)
+    def _db_error(error):
+        return _database_error(error)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "Internal server error.")

@@ -1,0 +1,94 @@
+"""`python -m web.local` (what `make run` starts): the whole service on one machine.
+
+Uses DATABASE_URL when set. Otherwise uses the Postgres on 127.0.0.1:5432 if one
+answers, or starts an embedded one (the pgserver wheel) under ./.data/pg. Then it
+migrates, and runs gunicorn on :8000 and the render worker until Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .migrate import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".data"
+DATABASE = "storygenius"
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _ensure_database(server_dsn: str, name: str) -> str:
+    """Create database `name` on the server if missing; its DSN."""
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            conn.execute(f'create database "{name}"')
+    return make_conninfo(**{**conninfo_to_dict(server_dsn), "dbname": name})
+
+
+def database_url() -> tuple[str, object]:
+    """The admin DSN to use, and the embedded server handle to keep alive (or None)."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"], None
+    if _port_open("127.0.0.1", 5432):
+        print("Using the Postgres on 127.0.0.1:5432 (set DATABASE_URL to choose another).")
+        return _ensure_database("postgresql://postgres@127.0.0.1:5432/postgres", DATABASE), None
+    import pgserver
+
+    print(f"No DATABASE_URL and nothing on 127.0.0.1:5432: starting an embedded Postgres in {DATA / 'pg'}")
+    DATA.mkdir(exist_ok=True)
+    server = pgserver.get_server(DATA / "pg", cleanup_mode="stop")
+    return _ensure_database(server.get_uri(), DATABASE), server
+
+
+def main() -> None:
+    dsn, server = database_url()
+    migrate(dsn)
+    print("Database migrated.")
+    env = {**os.environ, "DATABASE_URL": dsn, "BIND": os.environ.get("BIND", "127.0.0.1:8000"),
+           "FLASK_DEBUG": os.environ.get("FLASK_DEBUG", "1")}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "web/gunicorn_conf.py", "web:create_app()"],
+                         cwd=ROOT, env=env),
+        subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env),
+    ]
+    print(f"Story Genius is running on http://{env['BIND']}  (Ctrl-C stops web, worker and database)")
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        del server  # stops the embedded Postgres, if we started one
+
+
+if __name__ == "__main__":
+    main()

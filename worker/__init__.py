@@ -1,0 +1,1 @@
+"""Story Genius render worker: a pgqueuer consumer (see worker/main.py)."""
