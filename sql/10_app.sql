@@ -3,9 +3,13 @@
 -- Errors raised on purpose carry SQLSTATEs of class P0 that the web layer maps to HTTP:
 --   P0401 not signed in, P0402 out of credits, P0403 forbidden, P0404 not found,
 --   P0409 conflict, P0422 invalid input, P0429 throttled.
+--
+-- The schema holds no data, only functions and types, so migrate rebuilds it from these
+-- files every time (in one transaction): what is here is exactly what exists.
 set local role sg_owner;
 
-create schema if not exists app;
+drop schema if exists app cascade;
+create schema app;
 grant usage on schema app to sg_app, sg_worker, sg_service;
 -- sg_service creates (and so owns) its own SECURITY DEFINER functions here.
 grant create on schema app to sg_service;

@@ -61,18 +61,38 @@ def client(app):
     return app.test_client()
 
 
+def _open(database_dsn: str, role: str) -> psycopg.Connection:
+    dsn = database_dsn if role == "postgres" else role_dsn(database_dsn, role)
+    return psycopg.connect(dsn, autocommit=True, row_factory=dict_row)
+
+
 @pytest.fixture(scope="session")
 def connect(database_dsn):
-    """connect(role) -> a new autocommit connection to the test database as that role."""
-    opened: list[psycopg.Connection] = []
+    """connect(role) -> the session's shared autocommit connection to the test database
+    as that role ("postgres" is the superuser)."""
+    shared: dict[str, psycopg.Connection] = {}
 
     def _connect(role: str = "sg_app") -> psycopg.Connection:
-        dsn = database_dsn if role == "postgres" else role_dsn(database_dsn, role)
-        conn = psycopg.connect(dsn, autocommit=True, row_factory=dict_row)
-        opened.append(conn)
-        return conn
+        if role not in shared or shared[role].closed:
+            shared[role] = _open(database_dsn, role)
+        return shared[role]
 
     yield _connect
+    for conn in shared.values():
+        conn.close()
+
+
+@pytest.fixture
+def new_connection(database_dsn):
+    """new_connection(role) -> a connection of its own, closed when the test ends
+    (for tests that need many concurrent sessions)."""
+    opened: list[psycopg.Connection] = []
+
+    def _new(role: str = "sg_app") -> psycopg.Connection:
+        opened.append(_open(database_dsn, role))
+        return opened[-1]
+
+    yield _new
     for conn in opened:
         conn.close()
 
@@ -131,3 +151,47 @@ def ledger_sum(conn: psycopg.Connection, user_id) -> int:
     with acting_as(conn, user_id):
         return conn.execute("select coalesce(sum(delta), 0)::int as s from credit_ledger where user_id = %s",
                             (user_id,)).fetchone()["s"]
+
+
+# -- HTTP helpers ------------------------------------------------------------------------
+
+STRONG_PASSWORD = "velvet-otter-canyon-42"
+
+
+def unique_email(label: str = "user") -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def unique_ip() -> str:
+    """A client address of its own per test (198.18.0.0/15 is reserved for testing), so
+    the per-IP login throttle of one test never reaches another."""
+    n = uuid.uuid4().int
+    return f"198.{18 + (n & 1)}.{(n >> 1) & 255}.{(n >> 9) & 255}"
+
+
+def client_with_own_ip(app, ip: str | None = None, **kwargs):
+    """A test client whose requests come from an address of their own."""
+    client = app.test_client(**kwargs)
+    client.environ_base["REMOTE_ADDR"] = ip or unique_ip()
+    return client
+
+
+@pytest.fixture
+def api(app):
+    """A test client for the JSON API with a client address of its own."""
+    return client_with_own_ip(app)
+
+
+def api_signup(client, email: str | None = None, password: str = STRONG_PASSWORD, **extra) -> dict:
+    """POST /v1/auth/signup; returns the JSON (asserting 201)."""
+    response = client.post("/v1/auth/signup", json={"email": email or unique_email(), "password": password, **extra})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def set_tier(admin: psycopg.Connection, user_id, tier: str) -> None:
+    admin.execute("update subscriptions set tier = %s where user_id = %s", (tier, user_id))

@@ -13,10 +13,16 @@ def test_healthz_checks_the_database(client):
     assert response.get_json() == {"status": "ok", "database": "ok"}
 
 
-def test_unknown_route_is_a_json_404(client):
-    response = client.get("/no/such/page")
+def test_unknown_api_route_is_a_json_404(client):
+    response = client.get("/v1/no/such/thing")
     assert response.status_code == 404
     assert set(response.get_json()) == {"detail"}
+
+
+def test_unknown_page_is_an_html_404_for_browsers(client):
+    response = client.get("/no/such/page", headers={"Accept": "text/html"})
+    assert response.status_code == 404
+    assert response.mimetype == "text/html" and b"404" in response.data
 
 
 def test_database_refusals_map_to_http(database_dsn, make_user):
@@ -24,13 +30,13 @@ def test_database_refusals_map_to_http(database_dsn, make_user):
     app = create_app({"TESTING": True, "DATABASE_URL": database_dsn,
                       "APP_DATABASE_URL": role_dsn(database_dsn, "sg_app")})
 
-    @app.get("/_test/spend")
+    @app.get("/v1/_test/spend")
     def spend():
         with db.tx(uid) as cur:
             cur.execute("select * from app.spend_credit_and_create_job('tiktok', 'from flask')")
             return jsonify(cur.fetchone())
 
-    response = app.test_client().get("/_test/spend")
+    response = app.test_client().get("/v1/_test/spend")
     app.extensions["sg_pool"].close()
     assert response.status_code == 402
     assert response.get_json() == {"detail": "Insufficient credits. Please upgrade your plan.",

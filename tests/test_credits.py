@@ -45,7 +45,7 @@ def test_signup_grants_five_credits(make_user, connect):
     assert reasons == [{"reason": "signup_grant", "delta": 5}]
 
 
-def test_double_spend_200_concurrent_calls_on_7_credits(make_user, connect, database_dsn):
+def test_double_spend_200_concurrent_calls_on_7_credits(make_user, connect, new_connection):
     admin = connect("postgres")
     max_connections = int(admin.execute("show max_connections").fetchone()["max_connections"])
     assert max_connections >= CONCURRENT_CALLS + 20, (
@@ -54,18 +54,14 @@ def test_double_spend_200_concurrent_calls_on_7_credits(make_user, connect, data
     uid = make_user(credits=7)
     jobs_before = admin.execute("select count(*) as n from jobs where user_id = %s", (uid,)).fetchone()["n"]
     # one connection per caller, all opened before the race starts
-    conns = [connect("sg_app") for _ in range(CONCURRENT_CALLS)]
+    conns = [new_connection("sg_app") for _ in range(CONCURRENT_CALLS)]
 
     def spend(i):
         with acting_as(conns[i], uid):
             return conns[i].execute(
                 "select * from app.spend_credit_and_create_job('youtube_shorts', %s)", (f"race {i}",)).fetchone()
 
-    try:
-        results = run_concurrently(CONCURRENT_CALLS, spend)
-    finally:
-        for conn in conns:
-            conn.close()
+    results = run_concurrently(CONCURRENT_CALLS, spend)
 
     successes = [r for r in results if isinstance(r, dict)]
     refusals = [r for r in results if isinstance(r, psycopg.Error) and r.sqlstate == "P0402"]
@@ -127,14 +123,14 @@ def test_spending_needs_a_user(connect):
     assert raised.value.sqlstate == "P0401"
 
 
-def test_refund_called_5_times_concurrently_credits_once(make_user, connect):
+def test_refund_called_5_times_concurrently_credits_once(make_user, connect, new_connection):
     uid = make_user()
     admin = connect("postgres")
     with acting_as(admin, uid):
         job = admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'doomed')").fetchone()
     admin.execute("update jobs set status = 'failed' where id = %s", (job["job_id"],))
     assert balance(admin, uid) == 4
-    workers = [connect("sg_worker") for _ in range(5)]
+    workers = [new_connection("sg_worker") for _ in range(5)]
     results = run_concurrently(5, lambda i: workers[i].execute("select app.refund_job(%s) as refunded",
                                                                (job["job_id"],)).fetchone()["refunded"])
     assert sorted(results) == [False, False, False, False, True]
@@ -159,12 +155,12 @@ def test_refund_refuses_unfinished_and_unknown_jobs(make_user, connect):
     assert balance(admin, uid) == 4
 
 
-def test_fail_job_refunds_exactly_once_however_often_called(make_user, connect):
+def test_fail_job_refunds_exactly_once_however_often_called(make_user, connect, new_connection):
     uid = make_user()
     admin = connect("postgres")
     with acting_as(admin, uid):
         job = admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'fails')").fetchone()
-    workers = [connect("sg_worker") for _ in range(5)]
+    workers = [new_connection("sg_worker") for _ in range(5)]
     results = run_concurrently(5, lambda i: workers[i].execute("select app.fail_job(%s, 'boom') as failed",
                                                                (job["job_id"],)).fetchone()["failed"])
     assert sorted(results) == [False, False, False, False, True]
@@ -181,9 +177,9 @@ def test_grant_is_idempotent_per_key(make_user, connect):
     assert ledger_sum(admin, uid) == 25
 
 
-def test_concurrent_grants_with_one_key_grant_once(make_user, connect):
+def test_concurrent_grants_with_one_key_grant_once(make_user, connect, new_connection):
     uid = make_user()
-    workers = [connect("sg_worker") for _ in range(10)]
+    workers = [new_connection("sg_worker") for _ in range(10)]
     results = run_concurrently(10, lambda i: workers[i].execute(
         "select granted from app.grant_credits(%s, 100, 'renewal', 'renewal:race')", (uid,)).fetchone()["granted"])
     assert results.count(True) == 1

@@ -1,9 +1,39 @@
 """Story Genius web process: a thin HTTP layer over the SQL functions in sql/."""
 from __future__ import annotations
 
+import logging
+import secrets
+
 from flask import Flask, jsonify
+from flask_wtf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config, db, errors, migrate
+
+log = logging.getLogger(__name__)
+csrf = CSRFProtect()
+
+
+def _secure_defaults(app: Flask) -> None:
+    """SECRET_KEY and cookie settings that depend on development vs production."""
+    development = app.debug or app.testing
+    if not app.config.get("SECRET_KEY"):
+        if not development:
+            raise RuntimeError("SECRET_KEY is not set. Set it in the environment (see .env.example); "
+                               "production refuses to start without one.")
+        app.config["SECRET_KEY"] = secrets.token_urlsafe(48)
+        log.warning("SECRET_KEY not set: generated a random one for this development process; "
+                    "sessions and tokens end when it stops.")
+    secure = not development
+    app.config.update(
+        SESSION_COOKIE_SECURE=secure,
+        # __Host- cookies must be Secure, host-only and Path=/, so a sibling subdomain cannot plant one
+        SESSION_COOKIE_NAME="__Host-sg_session" if secure else "sg_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=secure,
+        REMEMBER_COOKIE_HTTPONLY=True,
+    )
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -12,10 +42,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(config.from_env())
     if test_config:
         app.config.update(test_config)
+    _secure_defaults(app)
+    if app.config["TRUSTED_PROXY_COUNT"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"],
+                                x_proto=app.config["TRUSTED_PROXY_COUNT"])
 
     db.init_app(app)
     errors.init_app(app)
     migrate.init_app(app)
+    csrf.init_app(app)
+
+    from .api import api, register as register_api
+    from .ui import register as register_ui
+
+    csrf.exempt(api)  # bearer-token API: no cookies, so no cross-site request forgery
+    register_api(app)
+    register_ui(app)
 
     @app.get("/healthz")
     def healthz():

@@ -32,5 +32,13 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
         "WORKER_DATABASE_URL": env.get("WORKER_DATABASE_URL")
         or role_dsn(database_url, "sg_worker", env.get("SG_WORKER_PASSWORD")),
         "DB_POOL_MAX": int(env.get("DB_POOL_MAX", "10")),
+        "SECRET_KEY": env.get("SECRET_KEY") or None,
+        "ACCESS_TOKEN_TTL": 24 * 3600,
+        "REFRESH_TOKEN_TTL": 30 * 24 * 3600,
+        "BROWSER_SESSION_TTL": 14 * 24 * 3600,
+        # requests larger than this are refused with 413
+        "MAX_CONTENT_LENGTH": 1024 * 1024,
+        # how many proxies in front of us set X-Forwarded-For (0: use the socket address)
+        "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT", "0")),
         "MEDIA_ROOT": env.get("MEDIA_ROOT", os.path.abspath(".data/media")),
     }

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from uuid import UUID
 
 from flask import Flask, current_app
 from psycopg import Cursor
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from .identity import Identity
 
 _EXTENSION = "sg_pool"
 
@@ -59,12 +62,17 @@ def init_app(app: Flask) -> None:
 
 
 @contextmanager
-def tx(user_id: UUID | str | None = None) -> Iterator[Cursor]:
+def tx(user_id: UUID | str | None = None, *, identity: "Identity | None" = None) -> Iterator[Cursor]:
     """One transaction acting for `user_id` (or for nobody); yields a dict-row cursor.
 
-    Commits when the block ends normally, rolls back when it raises.
+    With `identity` (a bearer token or API key), its database check runs first and
+    makes its user current instead. Commits when the block ends normally, rolls back
+    when it raises.
     """
     pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
     with pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute("select set_config('app.user_id', %s, true)", (str(user_id) if user_id else "",))
+        if identity is not None:
+            identity.authenticate(cur)
+        else:
+            cur.execute("select set_config('app.user_id', %s, true)", (str(user_id) if user_id else "",))
         yield cur

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 import psycopg
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, make_response, render_template, request
 from psycopg_pool import PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -37,9 +37,18 @@ class ApiError(Exception):
         self.extra = extra
 
 
+def wants_json() -> bool:
+    """API clients get JSON errors; browsers on pages get an HTML error page."""
+    if request.path.startswith(("/v1/", "/healthz", "/openapi")):
+        return True
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
+
+
 def error_response(status: int, detail: str, headers: dict | None = None, **extra):
-    body = {"detail": detail, **extra}
-    response = jsonify(body)
+    if wants_json():
+        response = jsonify({"detail": detail, **extra})
+    else:
+        response = make_response(render_template("error.html", status=status, detail=detail))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = str(value)

@@ -7,6 +7,7 @@ migrates, and runs gunicorn on :8000 and the render worker until Ctrl-C.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -55,11 +56,25 @@ def database_url() -> tuple[str, object]:
     return _ensure_database(server.get_uri(), DATABASE), server
 
 
+def secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in ./.data, so
+    sessions survive restarts and every gunicorn worker signs with the same key."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = DATA / "secret_key"
+    if not path.exists():
+        DATA.mkdir(exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def main() -> None:
     dsn, server = database_url()
     migrate(dsn)
     print("Database migrated.")
-    env = {**os.environ, "DATABASE_URL": dsn, "BIND": os.environ.get("BIND", "127.0.0.1:8000"),
+    env = {**os.environ, "DATABASE_URL": dsn, "SECRET_KEY": secret_key(),
+           "BIND": os.environ.get("BIND", "127.0.0.1:8000"),
            "FLASK_DEBUG": os.environ.get("FLASK_DEBUG", "1")}
     children = [
         subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "web/gunicorn_conf.py", "web:create_app()"],

@@ -54,7 +54,7 @@ def _run_sql_file(conn: psycopg.Connection, path: Path) -> None:
 
 
 def business_sql_files() -> list[Path]:
-    """sql/ files after the roles file, in name order."""
+    """sql/ files after the roles file, in name order (each begins with `set local role`)."""
     return sorted(p for p in SQL_DIR.glob("*.sql") if p != ROLES_FILE)
 
 
@@ -81,8 +81,12 @@ def migrate(dsn: str, environ=None) -> None:
                     backend.apply_migrations(backend.to_apply(read_migrations(str(MIGRATIONS_DIR))))
             finally:
                 backend.connection.close()
-            for path in business_sql_files():
-                _run_sql_file(conn, path)
+            # One transaction for the whole business layer: app is rebuilt from scratch
+            # (10_app.sql drops it), so either every file applies or nothing changes.
+            with conn.transaction():
+                for path in business_sql_files():
+                    conn.execute(path.read_text())
+                conn.execute("reset role")
             _sync_stripe_prices(conn, environ)
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (_MIGRATE_LOCK_KEY,))

@@ -1,0 +1,1 @@
+drop table browser_sessions;

@@ -1,0 +1,101 @@
+"""Account operations shared by the JSON API and the web pages: each validates, calls
+the SQL functions, and raises ApiError for the client."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from email_validator import EmailNotValidError, validate_email
+from . import db, passwords
+from .errors import ApiError
+
+INVALID_LOGIN = "Invalid email or password."
+
+
+@dataclass(frozen=True)
+class Account:
+    id: UUID
+    email: str
+    full_name: str | None
+    is_verified: bool
+    tier: str
+    credits_remaining: int
+    session_version: int
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Account":
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+    def public(self) -> dict:
+        """The user as the API shows it."""
+        return {"id": str(self.id), "email": self.email, "full_name": self.full_name,
+                "is_verified": self.is_verified, "tier": self.tier,
+                "credits_remaining": self.credits_remaining}
+
+
+def normalise_email(email: str) -> str:
+    """The address as stored (domain lower-cased, Unicode normalised); ApiError 422 if invalid."""
+    try:
+        return validate_email(email, check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise ApiError(422, f"email: {error}", field="email") from None
+
+
+def check_new_password(password: str, *context: str | None) -> None:
+    problem = passwords.password_problem(password, [c for c in context if c])
+    if problem:
+        raise ApiError(422, f"password: {problem}", field="password")
+
+
+def signup(cur, email: str, password: str, full_name: str | None) -> Account:
+    """Create the account in the caller's transaction; it becomes the current user."""
+    email = normalise_email(email)
+    check_new_password(password, email, full_name)
+    cur.execute("select * from app.signup(%s, %s, %s)", (email, passwords.hash_password(password), full_name))
+    return Account.from_row(cur.fetchone())
+
+
+def login(email: str, password: str, client_ip: str | None) -> tuple[int, UUID, str | None]:
+    """Check a login attempt against the throttle and the stored hash.
+
+    Returns (attempt id, user id, new hash if the stored one needs rehashing) for the
+    caller to finish with `finish_login` in its own transaction. Raises 401 (the same
+    for unknown email and wrong password), 403 for a disabled account, 429 when throttled.
+    The password is verified outside any transaction, so no connection waits on argon2.
+    """
+    with db.tx() as cur:
+        cur.execute("select * from app.login_attempt(%s, %s)", (email.strip(), client_ip))
+        attempt = cur.fetchone()
+    if attempt["retry_after"] is not None:
+        minutes = max(1, round(attempt["retry_after"] / 60))
+        raise ApiError(429, f"Too many login attempts. Try again in about {minutes} minute(s).",
+                       {"Retry-After": attempt["retry_after"]})
+    if not passwords.verify_password(attempt["password_hash"], password):
+        raise ApiError(401, INVALID_LOGIN)
+    if not attempt["is_active"]:
+        raise ApiError(403, "This account is disabled.")
+    new_hash = passwords.hash_password(password) if passwords.needs_rehash(attempt["password_hash"]) else None
+    return attempt["attempt_id"], attempt["user_id"], new_hash
+
+
+def finish_login(cur, attempt_id: int, user_id: UUID, new_hash: str | None) -> Account:
+    """Record the successful login in the caller's transaction; the user becomes current."""
+    cur.execute("select * from app.login_succeeded(%s, %s, %s)", (attempt_id, user_id, new_hash))
+    return Account.from_row(cur.fetchone())
+
+
+def change_password(cur, current_password: str, new_password: str, email: str) -> int:
+    """Change the current user's password; every earlier session ends. New session version."""
+    cur.execute("select app.current_password_hash() as hash")
+    if not passwords.verify_password(cur.fetchone()["hash"], current_password):
+        raise ApiError(403, "current_password is not correct.", field="current_password")
+    problem = passwords.password_problem(new_password, [email])
+    if problem:
+        raise ApiError(422, f"new_password: {problem}", field="new_password")
+    cur.execute("select app.change_password(%s) as version", (passwords.hash_password(new_password),))
+    return cur.fetchone()["version"]
+
+
+def client_ip(request) -> str | None:
+    """The client address the throttle counts (ProxyFix rewrites it behind a proxy)."""
+    return request.remote_addr or None

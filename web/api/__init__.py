@@ -1,0 +1,29 @@
+"""The JSON API under /v1, for the SPA and API-key clients. Bearer auth only (no cookies),
+so it is exempt from CSRF."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, g, request
+
+from .. import identity
+
+api = Blueprint("api", __name__, url_prefix="/v1")
+
+
+def require_auth(view):
+    """Resolve the Authorization header into g.identity (checked again in the database
+    by `user_tx`), or answer 401."""
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        g.identity = identity.from_authorization_header(request.headers.get("Authorization"))
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def register(app) -> None:
+    from . import auth, keys  # noqa: F401 - route modules attach to `api`
+
+    app.register_blueprint(api)

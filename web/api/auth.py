@@ -1,0 +1,109 @@
+"""/v1/auth: signup, login, token refresh, logout, me, password change."""
+from __future__ import annotations
+
+from flask import g, jsonify, request
+
+from .. import accounts, db, identity
+from ..accounts import Account
+from ..errors import ApiError
+from . import api, require_auth
+from .validation import json_body, string_field
+
+
+def user_tx():
+    """The request's transaction, acting for the authenticated caller."""
+    return db.tx(identity=g.identity)
+
+
+def _tokens_response(account: Account, pair: identity.TokenPair, status: int = 200):
+    response = jsonify(access_token=pair.access_token, refresh_token=pair.refresh_token,
+                       token_type="bearer", expires_in=pair.expires_in, user=account.public())
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@api.post("/auth/signup")
+def signup():
+    body = json_body()
+    email = string_field(body, "email", max_length=254, strip=True)
+    password = string_field(body, "password")
+    full_name = string_field(body, "full_name", required=False, max_length=200, strip=True) or None
+    with db.tx() as cur:
+        account = accounts.signup(cur, email, password, full_name)
+        pair = identity.new_token_pair(account.id, account.session_version)
+        identity.store_new_refresh_token(cur, pair)
+    return _tokens_response(account, pair, 201)
+
+
+@api.post("/auth/login")
+def login():
+    body = json_body()
+    email = string_field(body, "email", max_length=254)
+    password = string_field(body, "password", max_length=1024)
+    attempt_id, user_id, new_hash = accounts.login(email, password, accounts.client_ip(request))
+    with db.tx() as cur:
+        account = accounts.finish_login(cur, attempt_id, user_id, new_hash)
+        pair = identity.new_token_pair(account.id, account.session_version)
+        identity.store_new_refresh_token(cur, pair)
+    return _tokens_response(account, pair)
+
+
+@api.post("/auth/refresh")
+def refresh():
+    body = json_body()
+    presented = string_field(body, "refresh_token", max_length=4096)
+    claims = identity.decode_token(presented, "refresh")
+    with db.tx() as cur:
+        # the new pair is signed before we know the session version is current; the
+        # database answer decides whether it is handed out
+        pair = identity.new_token_pair(claims["sub"], claims["ver"])
+        cur.execute("select * from app.rotate_refresh_token(%s, %s, %s)",
+                    (identity.sha256(presented), identity.sha256(pair.refresh_token), identity.refresh_expiry()))
+        rotation = cur.fetchone()
+        if rotation["outcome"] != "rotated" or rotation["session_version"] != claims["ver"]:
+            account = None
+        else:
+            cur.execute("select * from app.me()")
+            account = Account.from_row(cur.fetchone())
+    # outside the transaction: a reused token's family revocation has been committed
+    if account is None:
+        if rotation["outcome"] == "disabled":
+            raise ApiError(403, "This account is disabled.")
+        raise identity.unauthorized("Refresh token is invalid, expired or already used.")
+    return _tokens_response(account, pair)
+
+
+@api.post("/auth/logout")
+@require_auth
+def logout():
+    body = json_body()
+    presented = string_field(body, "refresh_token", max_length=4096)
+    with user_tx() as cur:
+        cur.execute("select app.revoke_refresh_token(%s)", (identity.sha256(presented),))
+    return "", 204
+
+
+@api.get("/auth/me")
+@require_auth
+def me():
+    with user_tx() as cur:
+        cur.execute("select * from app.me()")
+        account = Account.from_row(cur.fetchone())
+    return jsonify(account.public())
+
+
+@api.post("/auth/password")
+@require_auth
+def change_password():
+    body = json_body()
+    current = string_field(body, "current_password", max_length=1024)
+    new = string_field(body, "new_password", max_length=1024)
+    with user_tx() as cur:
+        cur.execute("select * from app.me()")
+        account = Account.from_row(cur.fetchone())
+        version = accounts.change_password(cur, current, new, account.email)
+        # the caller keeps a session: a fresh pair under the new version
+        pair = identity.new_token_pair(account.id, version)
+        identity.store_new_refresh_token(cur, pair)
+    return _tokens_response(account, pair)

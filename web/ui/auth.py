@@ -1,0 +1,123 @@
+"""Sign-up, sign-in, sign-out and password pages."""
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from .. import accounts, db, identity
+from ..accounts import Account
+from ..errors import ApiError
+from . import SessionUser, is_safe_next, ui
+from .forms import ChangePasswordForm, LoginForm, LogoutForm, SignupForm
+
+
+def _start_session(cur, account: Account) -> None:
+    """A fresh server-side session for the current user of `cur`'s transaction; the old
+    cookie's contents are dropped first, so the session id changes at every sign-in."""
+    token, token_hash = identity.new_browser_session_token()
+    lifetime = timedelta(seconds=current_app.config["BROWSER_SESSION_TTL"])
+    cur.execute("select app.start_browser_session(%s, %s)", (token_hash, datetime.now(timezone.utc) + lifetime))
+    session.clear()
+    login_user(SessionUser(token, account))
+
+
+def _field_error(form, error: ApiError) -> None:
+    """Show an account-layer error beside its field (or above the form)."""
+    field = getattr(form, error.extra.get("field") or "", None)
+    message = error.detail.split(": ", 1)[-1] if field is not None else error.detail
+    if field is not None:
+        field.errors = [*field.errors, message]
+    else:
+        form.form_errors.append(message)
+
+
+@ui.route("/signup", methods=["GET", "POST"])
+def signup():
+    if current_user.is_authenticated:
+        return redirect(url_for("ui.dashboard"))
+    form = SignupForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            with db.tx() as cur:
+                account = accounts.signup(cur, form.email.data, form.password.data, form.full_name.data or None)
+                _start_session(cur, account)
+        except ApiError as error:
+            _field_error(form, error)
+            status = error.status
+        else:
+            flash(f"Account created! You have {account.credits_remaining} free credits.", "success")
+            return redirect(url_for("ui.dashboard"))
+    elif form.is_submitted():
+        status = 422
+    return render_template("auth/signup.html", form=form), status
+
+
+@ui.route("/login", methods=["GET", "POST"])
+def login():
+    next_url = request.args.get("next")
+    destination = next_url if is_safe_next(next_url) else url_for("ui.dashboard")
+    if current_user.is_authenticated:
+        return redirect(destination)
+    form = LoginForm()
+    status = 200
+    headers = {}
+    if form.validate_on_submit():
+        try:
+            attempt_id, user_id, new_hash = accounts.login(form.email.data, form.password.data,
+                                                           accounts.client_ip(request))
+            with db.tx() as cur:
+                account = accounts.finish_login(cur, attempt_id, user_id, new_hash)
+                _start_session(cur, account)
+        except ApiError as error:
+            form.form_errors.append(error.detail)
+            status, headers = error.status, error.headers
+        else:
+            flash("Welcome back!", "success")
+            return redirect(destination)
+    elif form.is_submitted():
+        status = 422
+    return render_template("auth/login.html", form=form, next=next_url if is_safe_next(next_url) else None), \
+        status, headers
+
+
+@ui.route("/logout", methods=["GET", "POST"])
+def logout():
+    form = LogoutForm()
+    if request.method == "GET":
+        if not current_user.is_authenticated:
+            return redirect(url_for("ui.login"))
+        return render_template("auth/logout.html", form=form)
+    if form.validate_on_submit() and current_user.is_authenticated:
+        with db.tx() as cur:
+            cur.execute("select app.end_browser_session(%s)", (identity.sha256(current_user.session_token),))
+        logout_user()
+        session.clear()
+        flash("You have been logged out.", "info")
+    return redirect(url_for("ui.login"))
+
+
+@ui.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    form = ChangePasswordForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            with db.tx(current_user.id) as cur:
+                version = accounts.change_password(cur, form.current_password.data, form.new_password.data,
+                                                   current_user.account.email)
+                # every other session ended; this browser continues in a new one
+                _start_session(cur, replace(current_user.account, session_version=version))
+        except ApiError as error:
+            _field_error(form, error)
+            status = error.status
+        else:
+            flash("Password changed. Every other session has been signed out.", "success")
+            return redirect(url_for("ui.account"))
+    elif form.is_submitted():
+        status = 422
+    return render_template("auth/account.html", form=form), status
