@@ -3,24 +3,30 @@
 set local role sg_service;
 
 /**
- * Marks a job processing and returns what the renderer needs; returns no row when the
- * job is unknown or already finished (completed/failed), so a redelivery does nothing.
- * A job left `processing` by a dead worker can be claimed again.
+ * Marks a job processing and returns what the renderer needs, including what the tier
+ * paid at creation buys (frame size, watermark); returns no row when the job is unknown
+ * or already finished (completed/failed), so a redelivery does nothing. A job left
+ * `processing` by a dead worker can be claimed again; attempts counts every claim.
  */
 create or replace function app.claim_job(job_id uuid)
 returns table (id uuid, user_id uuid, platform text, topic text, options jsonb,
-               tier text, attempts integer)
+               tier text, attempts integer, width integer, height integer, watermark boolean)
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 begin
   return query
-    update public.jobs j
-       set status = 'processing', started_at = now(), progress_percent = 0,
-           attempts = j.attempts + 1, error_message = null
-     where j.id = job_id and j.status in ('queued', 'processing')
-    returning j.id, j.user_id, j.platform, j.topic, j.options, j.tier_at_creation, j.attempts;
+    with claimed as (
+      update public.jobs j
+         set status = 'processing', started_at = now(), progress_percent = 0, attempts = j.attempts + 1
+       where j.id = job_id and j.status in ('queued', 'processing')
+      returning j.*
+    )
+    select c.id, c.user_id, c.platform, c.topic, c.options, c.tier_at_creation, c.attempts,
+           (p.features ->> 'width')::integer, (p.features ->> 'height')::integer,
+           coalesce((p.features ->> 'watermark')::boolean, true)
+      from claimed c join public.plans p on p.tier = c.tier_at_creation;
 end
 $$;
 grant execute on function app.claim_job(uuid) to sg_worker;
@@ -56,6 +62,26 @@ begin
 end
 $$;
 grant execute on function app.complete_job(uuid, text) to sg_worker;
+
+/**
+ * Puts a processing job back in the queue after a failed attempt that will be retried,
+ * keeping the error so the user can see why it is taking longer. True if it was processing.
+ */
+create or replace function app.retry_job(job_id uuid, error_message text)
+returns boolean
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+begin
+  update public.jobs j
+     set status = 'queued', progress_percent = 0,
+         error_message = left(coalesce(retry_job.error_message, 'Render failed; retrying.'), 1000)
+   where j.id = job_id and j.status = 'processing';
+  return found;
+end
+$$;
+grant execute on function app.retry_job(uuid, text) to sg_worker;
 
 /**
  * Fails a job for good and refunds its credit, once: true only for the call that

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 
 from flask import Flask, jsonify
@@ -17,8 +18,10 @@ csrf = CSRFProtect()
 def _secure_defaults(app: Flask) -> None:
     """SECRET_KEY and cookie settings that depend on development vs production."""
     development = app.debug or app.testing
+    # `flask migrate` and the other admin commands sign nothing, so they need no key
+    command_line = os.environ.get("FLASK_RUN_FROM_CLI") == "true"
     if not app.config.get("SECRET_KEY"):
-        if not development:
+        if not (development or command_line):
             raise RuntimeError("SECRET_KEY is not set. Set it in the environment (see .env.example); "
                                "production refuses to start without one.")
         app.config["SECRET_KEY"] = secrets.token_urlsafe(48)
@@ -53,11 +56,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf.init_app(app)
 
     from .api import api, register as register_api
+    from .media import media
     from .ui import register as register_ui
 
     csrf.exempt(api)  # bearer-token API: no cookies, so no cross-site request forgery
     register_api(app)
     register_ui(app)
+    app.register_blueprint(media)
 
     @app.get("/healthz")
     def healthz():

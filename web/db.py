@@ -12,10 +12,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 from uuid import UUID
 
+import psycopg
 from flask import Flask, current_app
 from psycopg import Cursor
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+
+from .errors import api_error_for
 
 if TYPE_CHECKING:
     from .identity import Identity
@@ -70,9 +73,17 @@ def tx(user_id: UUID | str | None = None, *, identity: "Identity | None" = None)
     when it raises.
     """
     pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
-    with pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        if identity is not None:
-            identity.authenticate(cur)
-        else:
-            cur.execute("select set_config('app.user_id', %s, true)", (str(user_id) if user_id else "",))
-        yield cur
+    try:
+        with pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            if identity is not None:
+                identity.authenticate(cur)
+            else:
+                cur.execute("select set_config('app.user_id', %s, true)", (str(user_id) if user_id else "",))
+            yield cur
+    except psycopg.Error as error:
+        # the functions' deliberate refusals (out of credits, duplicate email, …) reach
+        # views as ApiError, after the rollback, so pages can show them on their forms
+        refusal = api_error_for(error)
+        if refusal is not None:
+            raise refusal from error
+        raise

@@ -55,19 +55,28 @@ def error_response(status: int, detail: str, headers: dict | None = None, **extr
     return response
 
 
-def _database_error(error: psycopg.Error):
-    sqlstate = getattr(error, "sqlstate", None)
-    status = STATUS_BY_SQLSTATE.get(sqlstate or "")
+def api_error_for(error: psycopg.Error) -> ApiError | None:
+    """The client-facing refusal a database error stands for (our P04xx SQLSTATEs,
+    unique and privilege violations), or None for a genuine fault."""
+    sqlstate = getattr(error, "sqlstate", None) or ""
+    status = STATUS_BY_SQLSTATE.get(sqlstate)
     if status is None:
-        log.exception("database error %s on %s %s", sqlstate, request.method, request.path)
-        return error_response(500, "Internal server error.")
+        return None
     if sqlstate == "23505":
-        return error_response(409, "That already exists.")
+        return ApiError(409, "That already exists.")
     if sqlstate == "42501":
-        return error_response(403, "Not allowed.")
-    detail = error.diag.message_primary or "Request refused."
+        return ApiError(403, "Not allowed.")
     extra = {"upgrade_url": "/pricing"} if status == 402 else {}
-    return error_response(status, detail, **extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="story-genius"'} if status == 401 else {}
+    return ApiError(status, error.diag.message_primary or "Request refused.", headers, **extra)
+
+
+def _database_error(error: psycopg.Error):
+    refusal = api_error_for(error)
+    if refusal is None:
+        log.exception("database error %s on %s %s", error.sqlstate, request.method, request.path)
+        return error_response(500, "Internal server error.")
+    return error_response(refusal.status, refusal.detail, refusal.headers, **refusal.extra)
 
 
 def _unavailable(error: Exception):

@@ -34,6 +34,9 @@ class ClaimedJob:
     options: dict
     tier: str
     attempts: int
+    width: int
+    height: int
+    watermark: bool
 
 
 class JobControl:
@@ -57,6 +60,11 @@ class JobControl:
 
     async def complete(self, job_id: UUID, output_url: str | None) -> bool:
         row = await self._call("select app.complete_job(%s, %s) as done", (job_id, output_url))
+        return row["done"]
+
+    async def retry(self, job_id: UUID, error_message: str) -> bool:
+        """Back to the queue after a failed attempt that will be retried."""
+        row = await self._call("select app.retry_job(%s, %s) as done", (job_id, error_message))
         return row["done"]
 
     async def fail(self, job_id: UUID, error_message: str) -> bool:

@@ -2,48 +2,121 @@
 
 The entrypoint names are the contract with the SQL that enqueues:
 app.spend_credit_and_create_job inserts `render` entries into pgqueuer.
+Delivery is at least once, so the handler is safe to run twice for one job: claiming
+a finished job returns nothing, and completing or failing twice changes nothing.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import AsyncIterator, Callable
 
 import asyncpg
-from psycopg.conninfo import conninfo_to_dict
 from pgqueuer import PgQueuer
+from pgqueuer.errors import RetryRequested
 from pgqueuer.models import Job
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from web.config import from_env
 
-from .jobs import BadPayload, JobControl, job_id_from_payload
+from . import h264
+from .jobs import BadPayload, ClaimedJob, JobControl, job_id_from_payload
+from .render import RenderSpec, render_short
 
 log = logging.getLogger("worker")
 
+# A render is tried this many times in all before the job fails and is refunded.
+MAX_ATTEMPTS = 3
+# The resolutions the plans sell; their skip templates are built at start-up.
+PLAN_SIZES = [(720, 1280), (1080, 1920), (2160, 3840)]
 
-def worker_dsn() -> str:
-    """The sg_worker DSN (WORKER_DATABASE_URL, or DATABASE_URL with the user swapped)."""
-    return from_env()["WORKER_DATABASE_URL"]
+
+@dataclass
+class WorkerSettings:
+    dsn: str
+    media_root: Path
+    # seconds before retry n (n = 1, 2): base, base × 4
+    retry_base_seconds: float = 2.0
+    renderer: Callable = field(default=render_short)
+
+    @classmethod
+    def from_env(cls) -> "WorkerSettings":
+        config = from_env()
+        return cls(dsn=config["WORKER_DATABASE_URL"], media_root=Path(config["MEDIA_ROOT"]),
+                   retry_base_seconds=float(os.environ.get("WORKER_RETRY_BASE_SECONDS", "2")))
 
 
-def register_entrypoints(pgq: PgQueuer, control: JobControl) -> None:
-    """Attach the handlers; each is safe to run twice for one job."""
+def _readable(error: Exception) -> str:
+    """What the user sees for a failed render: the error without a traceback."""
+    text = str(error).strip() or type(error).__name__
+    return f"Render failed: {text}"[:500]
+
+
+def output_path(media_root: Path, job_id) -> Path:
+    return media_root / f"{job_id}.mp4"
+
+
+async def render_job(control: JobControl, settings: WorkerSettings, job: ClaimedJob) -> str:
+    """Render a claimed job in a thread (the event loop keeps heartbeating), reporting
+    progress as it goes; returns the video's URL path."""
+    loop = asyncio.get_running_loop()
+
+    def progress(percent: int) -> None:
+        asyncio.run_coroutine_threadsafe(control.progress(job.id, percent), loop).result(timeout=30)
+
+    duration = int((job.options or {}).get("duration_seconds", 20))
+    spec = RenderSpec(job.width, job.height, job.watermark)
+    await asyncio.to_thread(settings.renderer, job.topic, job.platform, duration, spec,
+                            output_path(settings.media_root, job.id), progress,
+                            settings.media_root / ".cache")
+    return f"/media/{job.id}.mp4"
+
+
+def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSettings) -> None:
+    """Attach the handlers."""
 
     @pgq.entrypoint("render")
-    async def render(job: Job) -> None:
+    async def render(queued: Job) -> None:
         try:
-            job_id = job_id_from_payload(job.payload)
+            job_id = job_id_from_payload(queued.payload)
         except BadPayload:
-            log.error("dropping queue entry %s: %r", job.id, job.payload)
+            log.error("dropping queue entry %s: %r", queued.id, queued.payload)
             return
-        claimed = await control.claim(job_id)
-        if claimed is None:
+        job = await control.claim(job_id)
+        if job is None:
             log.info("job %s already finished; nothing to do", job_id)
             return
-        await control.complete(job_id, None)
-        log.info("job %s completed", job_id)
+        log.info("job %s: rendering %dx%d (attempt %d)", job_id, job.width, job.height, job.attempts)
+        try:
+            url = await render_job(control, settings, job)
+        except Exception as error:  # noqa: BLE001 - every failure is retried or reported
+            message = _readable(error)
+            if job.attempts < MAX_ATTEMPTS:
+                delay = timedelta(seconds=settings.retry_base_seconds * 4 ** (job.attempts - 1))
+                log.warning("job %s attempt %d failed (%s); retrying in %s", job_id, job.attempts, message, delay)
+                await control.retry(job_id, message)
+                raise RetryRequested(delay=delay, reason=message) from error
+            log.error("job %s failed for good after %d attempts: %s", job_id, job.attempts, message)
+            await control.fail(job_id, message)
+            return
+        if await control.complete(job_id, url):
+            log.info("job %s completed", job_id)
+
+
+def _warm_templates(cache_dir: Path) -> None:
+    """Build each plan size's skip template in the background, so no user waits for it."""
+    for width, height in PLAN_SIZES:
+        try:
+            h264.skip_template(width, height, 1, cache_dir)
+        except Exception:  # noqa: BLE001 - a render builds it on demand anyway
+            log.exception("could not pre-build the %dx%d template", width, height)
 
 
 def _asyncpg_params(dsn: str) -> dict:
@@ -54,17 +127,19 @@ def _asyncpg_params(dsn: str) -> dict:
 
 
 @asynccontextmanager
-async def create_pgqueuer(dsn: str | None = None) -> AsyncIterator[PgQueuer]:
-    """Factory for pgqueuer.run: one autocommit connection for the queue (pgqueuer's
-    requirement) and a small pool for the job-control calls handlers make."""
-    dsn = dsn or worker_dsn()
-    queue_conn = await asyncpg.connect(**_asyncpg_params(dsn))
-    pool = AsyncConnectionPool(dsn, min_size=1, max_size=int(os.environ.get("WORKER_POOL_MAX", "4")),
+async def create_pgqueuer(settings: WorkerSettings | None = None) -> AsyncIterator[PgQueuer]:
+    """Factory for pgqueuer.run: an asyncpg connection for the queue (its listener wakes
+    at once on NOTIFY) and a small psycopg pool for the job-control calls."""
+    settings = settings or WorkerSettings.from_env()
+    settings.media_root.mkdir(parents=True, exist_ok=True)
+    threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache",), daemon=True).start()
+    queue_conn = await asyncpg.connect(**_asyncpg_params(settings.dsn))
+    pool = AsyncConnectionPool(settings.dsn, min_size=1, max_size=int(os.environ.get("WORKER_POOL_MAX", "4")),
                                kwargs={"autocommit": True}, open=False)
     await pool.open()
     try:
         pgq = PgQueuer.from_asyncpg_connection(queue_conn)
-        register_entrypoints(pgq, JobControl(pool))
+        register_entrypoints(pgq, JobControl(pool), settings)
         yield pgq
     finally:
         await pool.close()

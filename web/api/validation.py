@@ -48,3 +48,13 @@ def int_field(body: dict, name: str, *, default: int | None = None, minimum: int
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise ApiError(422, f"{name}: must be an integer from {minimum} to {maximum}", field=name)
     return value
+
+
+def query_int(name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """A query-string integer in [minimum, maximum] (digits only, never formatted into SQL)."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or not minimum <= int(text) <= maximum:
+        raise ApiError(422, f"{name}: must be an integer from {minimum} to {maximum}", field=name)
+    return int(text)

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, EqualTo, Length, Optional
+from wtforms import EmailField, IntegerField, PasswordField, SelectField, StringField
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
 
 class SignupForm(FlaskForm):
@@ -26,3 +26,13 @@ class ChangePasswordForm(FlaskForm):
 
 class LogoutForm(FlaskForm):
     """Only the CSRF token: logging out is a POST."""
+
+
+class GenerateForm(FlaskForm):
+    platform = SelectField("Platform", choices=[("youtube_shorts", "YouTube Shorts"), ("tiktok", "TikTok"),
+                                                ("instagram_reels", "Instagram Reels")])
+    topic = StringField("Topic", validators=[DataRequired(), Length(min=3, max=200)],
+                        render_kw={"placeholder": "e.g. the history of coffee", "maxlength": 200})
+    duration_seconds = IntegerField("Length (seconds)", default=20,
+                                    validators=[DataRequired(), NumberRange(min=15, max=60)],
+                                    render_kw={"min": 15, "max": 60, "step": 1})

@@ -1,10 +1,15 @@
-"""Signed-in pages."""
+"""Signed-in pages: the dashboard (generate + job list) and the public pricing page."""
 from __future__ import annotations
 
-from flask import redirect, render_template, url_for
+from flask import flash, jsonify, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
+from .. import db, jobs
+from ..errors import ApiError
 from . import ui
+from .forms import GenerateForm
+
+DASHBOARD_JOBS = 20
 
 
 @ui.get("/")
@@ -12,7 +17,51 @@ def index():
     return redirect(url_for("ui.dashboard" if current_user.is_authenticated else "ui.login"))
 
 
+def _dashboard(form: GenerateForm, status: int = 200):
+    with db.tx(current_user.id) as cur:
+        rows = jobs.list_jobs(cur, DASHBOARD_JOBS)
+    return render_template("app/dashboard.html", form=form, jobs=[jobs.job_json(r) for r in rows],
+                           platform_names=jobs.PLATFORM_NAMES), status
+
+
 @ui.get("/dashboard")
 @login_required
 def dashboard():
-    return render_template("app/dashboard.html")
+    return _dashboard(GenerateForm())
+
+
+@ui.post("/dashboard/generate")
+@login_required
+def generate():
+    form = GenerateForm()
+    if not form.validate_on_submit():
+        return _dashboard(form, 422)
+    topic = jobs.clean_topic(form.topic.data)
+    try:
+        with db.tx(current_user.id) as cur:
+            jobs.generate(cur, form.platform.data, topic, form.duration_seconds.data)
+    except ApiError as error:
+        form.form_errors.append(error.detail)
+        return _dashboard(form, error.status)
+    flash(f"Your video about “{topic}” is on its way. It takes a few seconds.", "success")
+    return redirect(url_for("ui.dashboard"))
+
+
+@ui.get("/dashboard/jobs.json")
+@login_required
+def dashboard_jobs():
+    """What the dashboard polls: the newest jobs and the balance."""
+    with db.tx(current_user.id) as cur:
+        rows = jobs.list_jobs(cur, DASHBOARD_JOBS)
+        cur.execute("select credits_remaining from app.credit_balance()")
+        credits = cur.fetchone()["credits_remaining"]
+    return jsonify(jobs=[jobs.job_json(r) for r in rows], credits_remaining=credits)
+
+
+@ui.get("/pricing")
+def pricing():
+    with db.tx() as cur:
+        cur.execute("select tier, name, price_cents, credits, features from plans order by sort_order")
+        plans = cur.fetchall()
+    current_tier = current_user.account.tier if current_user.is_authenticated else None
+    return render_template("app/pricing.html", plans=plans, current_tier=current_tier)

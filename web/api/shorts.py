@@ -1,0 +1,58 @@
+"""/v1/shorts/generate and /v1/jobs: spend a credit on a video, follow its render."""
+from __future__ import annotations
+
+from uuid import UUID
+
+from flask import jsonify, request
+
+from .. import jobs
+from ..errors import ApiError
+from . import api, require_auth
+from .auth import user_tx
+from .validation import int_field, json_body, query_int, string_field
+
+
+@api.post("/shorts/generate")
+@require_auth
+def generate():
+    body = json_body()
+    platform = string_field(body, "platform", max_length=50)
+    if platform not in jobs.PLATFORMS:
+        raise ApiError(422, f"platform: must be one of {', '.join(jobs.PLATFORMS)}", field="platform")
+    topic = jobs.clean_topic(string_field(body, "topic", max_length=1000))
+    if not 3 <= len(topic) <= 200:
+        raise ApiError(422, "topic: must be 3 to 200 characters", field="topic")
+    duration = int_field(body, "duration_seconds", default=jobs.DEFAULT_DURATION,
+                         minimum=jobs.MIN_DURATION, maximum=jobs.MAX_DURATION)
+    with user_tx() as cur:
+        created = jobs.generate(cur, platform, topic, duration)
+    response = jsonify(job_id=str(created["job_id"]), status="queued", credits_remaining=created["credits_remaining"])
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/jobs/{created['job_id']}"
+    return response
+
+
+@api.get("/jobs/<job_id>")
+@require_auth
+def get_job(job_id: str):
+    job_uuid = jobs.parse_job_id(job_id)
+    with user_tx() as cur:
+        row = jobs.get_job(cur, job_uuid)
+    return jsonify(jobs.job_json(row))
+
+
+@api.get("/jobs")
+@require_auth
+def list_jobs():
+    limit = query_int("limit", default=20, minimum=1, maximum=100)
+    before_text = request.args.get("before")
+    before = None
+    if before_text is not None:
+        try:
+            before = UUID(before_text)
+        except ValueError:
+            raise ApiError(422, "before: must be a job id", field="before") from None
+    with user_tx() as cur:
+        rows = jobs.list_jobs(cur, limit, before)
+    next_before = str(rows[-1]["id"]) if len(rows) == limit else None
+    return jsonify(jobs=[jobs.job_json(row) for row in rows], next_before=next_before)

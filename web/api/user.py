@@ -1,0 +1,31 @@
+"""/v1/user: the caller's credits and usage history."""
+from __future__ import annotations
+
+from flask import jsonify
+
+from . import api, require_auth
+from .auth import user_tx
+from .validation import query_int
+
+
+@api.get("/user/credits")
+@require_auth
+def credits():
+    with user_tx() as cur:
+        cur.execute("select * from app.credit_balance()")
+        row = cur.fetchone()
+    return jsonify(tier=row["tier"], status=row["status"], credits_total=row["credits_total"],
+                   credits_used=row["credits_used"], credits_remaining=row["credits_remaining"],
+                   renews_at=row["renews_at"].isoformat())
+
+
+@api.get("/user/usage")
+@require_auth
+def usage():
+    days = query_int("days", default=30, minimum=1, maximum=365)
+    with user_tx() as cur:
+        cur.execute("select * from app.usage(%s)", (days,))
+        rows = cur.fetchall()
+    return jsonify(usage=[{"action": row["action"], "credits": row["credits"],
+                           "job_id": str(row["job_id"]) if row["job_id"] else None,
+                           "timestamp": row["created_at"].isoformat()} for row in rows])

@@ -1,0 +1,38 @@
+"""Finished videos, served only to their owner (bearer token, API key or browser session)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, current_app, request, send_file
+from flask_login import current_user
+
+from . import db, identity, jobs
+from .errors import ApiError
+
+media = Blueprint("media", __name__)
+
+
+def _owner_tx():
+    """A transaction for whoever asks: bearer credentials if sent, else the browser session."""
+    if request.headers.get("Authorization"):
+        return db.tx(identity=identity.from_authorization_header(request.headers["Authorization"]))
+    if current_user.is_authenticated:
+        return db.tx(current_user.id)
+    raise identity.unauthorized("Sign in to watch this video.")
+
+
+@media.get("/media/<job_id>.mp4")
+def video(job_id: str):
+    job_uuid = jobs.parse_job_id(job_id)
+    with _owner_tx() as cur:
+        row = jobs.get_job(cur, job_uuid)  # 404 unless it is the caller's own job
+    if row["status"] != "completed":
+        raise ApiError(404, "This video is not ready yet.")
+    # the name comes from the UUID, never from the request path
+    path = Path(current_app.config["MEDIA_ROOT"]) / f"{job_uuid}.mp4"
+    if not path.is_file():
+        raise ApiError(404, "Video file not found.")
+    response = send_file(path, mimetype="video/mp4", conditional=True, max_age=3600,
+                         download_name=f"story-genius-{job_uuid}.mp4")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
