@@ -48,10 +48,17 @@ def database_dsn():
 
 
 @pytest.fixture(scope="session")
-def app(database_dsn):
+def media_root(tmp_path_factory):
+    """Where this session's workers write videos (shared with the app that serves them)."""
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def app(database_dsn, media_root):
     app = create_app({"TESTING": True, "DATABASE_URL": database_dsn,
                       "APP_DATABASE_URL": role_dsn(database_dsn, "sg_app"),
-                      "WORKER_DATABASE_URL": role_dsn(database_dsn, "sg_worker")})
+                      "WORKER_DATABASE_URL": role_dsn(database_dsn, "sg_worker"),
+                      "MEDIA_ROOT": str(media_root)})
     yield app
     app.extensions["sg_pool"].close()
 
@@ -195,3 +202,23 @@ def bearer(token: str) -> dict:
 
 def set_tier(admin: psycopg.Connection, user_id, tier: str) -> None:
     admin.execute("update subscriptions set tier = %s where user_id = %s", (tier, user_id))
+
+
+@pytest.fixture
+def empty_queue(connect):
+    """Drop render entries other tests left queued, so a worker started by this test
+    works only on this test's jobs."""
+    connect("postgres").execute("delete from pgqueuer")
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2):
+    """Poll predicate() until it returns something truthy or the timeout passes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()

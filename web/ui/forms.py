@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, IntegerField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
+
+from ..jobs import PLATFORM_NAMES
 
 
 class SignupForm(FlaskForm):
@@ -29,8 +32,7 @@ class LogoutForm(FlaskForm):
 
 
 class GenerateForm(FlaskForm):
-    platform = SelectField("Platform", choices=[("youtube_shorts", "YouTube Shorts"), ("tiktok", "TikTok"),
-                                                ("instagram_reels", "Instagram Reels")])
+    platform = SelectField("Platform", choices=[SelectChoice(value, label) for value, label in PLATFORM_NAMES.items()])
     topic = StringField("Topic", validators=[DataRequired(), Length(min=3, max=200)],
                         render_kw={"placeholder": "e.g. the history of coffee", "maxlength": 200})
     duration_seconds = IntegerField("Length (seconds)", default=20,
