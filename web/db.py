@@ -45,8 +45,9 @@ class LazyPool:
                         min_size=1,
                         max_size=self._max_size,
                         kwargs={"autocommit": True},
-                        # a broken connection is replaced instead of failing a request
-                        check=ConnectionPool.check_connection,
+                        # no per-checkout liveness query: it would cost every request a round
+                        # trip; a connection that broke is dropped when returned, and the
+                        # request that met it answers 503 + Retry-After
                         timeout=5,
                         open=True,
                     )

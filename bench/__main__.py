@@ -1,0 +1,21 @@
+"""`python -m bench`: run every benchmark and print one table each.
+
+Needs the Postgres the tests use (BENCH_ADMIN_DSN, default postgresql://postgres@127.0.0.1:5432/postgres)
+and Debian's wrk for the HTTP figures.
+"""
+from __future__ import annotations
+
+from . import http_bench, render_bench
+from .common import table
+
+
+def main() -> None:
+    print("== Render time, 20 s short (ratio to real time; lower is better)")
+    print(table(render_bench.run()))
+    print()
+    print("== HTTP throughput, wrk, 32 connections, 10 s each")
+    print(table(http_bench.run(2) + http_bench.run(4)))
+
+
+if __name__ == "__main__":
+    main()
