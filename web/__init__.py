@@ -9,7 +9,7 @@ from flask import Flask, jsonify
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import config, db, errors, migrate
+from . import cli, config, db, errors, migrate
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -53,6 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     errors.init_app(app)
     migrate.init_app(app)
+    cli.init_app(app)
     csrf.init_app(app)
 
     from .api import api, register as register_api

@@ -38,6 +38,13 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
         "BROWSER_SESSION_TTL": 14 * 24 * 3600,
         # requests larger than this are refused with 413
         "MAX_CONTENT_LENGTH": 1024 * 1024,
+        # Stripe: without a secret key, billing runs in local test mode (simulated checkout)
+        "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY") or None,
+        "STRIPE_PUBLISHABLE_KEY": env.get("STRIPE_PUBLISHABLE_KEY") or None,
+        "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET") or None,
+        "STRIPE_API_BASE": env.get("STRIPE_API_BASE") or None,
+        # where Stripe sends the browser back to (the SPA's origin; default: this app)
+        "FRONTEND_URL": env.get("FRONTEND_URL") or None,
         # how many proxies in front of us set X-Forwarded-For (0: use the socket address)
         "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT", "0")),
         "MEDIA_ROOT": env.get("MEDIA_ROOT", os.path.abspath(".data/media")),

@@ -110,6 +110,22 @@ def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSet
             log.info("job %s completed", job_id)
 
 
+# Daily, in the small hours: free subscriptions whose month ended get their credits back.
+FREE_RENEWAL_CRON = "15 3 * * *"
+
+
+def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
+    """Periodic jobs. pgqueuer runs each schedule once per tick across all workers, and the
+    SQL is once-per-period anyway, so a tick that fires twice changes nothing."""
+
+    @pgq.schedule("renew_free_subscriptions", FREE_RENEWAL_CRON)
+    async def renew_free(schedule) -> None:
+        async with pool.connection() as conn:
+            cur = await conn.execute("select app.renew_free_subscriptions()")
+            renewed = (await cur.fetchone())[0]
+        log.info("free renewal: %d subscription(s) renewed", renewed)
+
+
 def _warm_templates(cache_dir: Path) -> None:
     """Build each plan size's skip template in the background, so no user waits for it."""
     for width, height in PLAN_SIZES:
@@ -140,6 +156,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None) -> AsyncIterat
     try:
         pgq = PgQueuer.from_asyncpg_connection(queue_conn)
         register_entrypoints(pgq, JobControl(pool), settings)
+        register_schedules(pgq, pool)
         yield pgq
     finally:
         await pool.close()

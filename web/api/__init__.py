@@ -24,6 +24,6 @@ def require_auth(view):
 
 
 def register(app) -> None:
-    from . import auth, keys, shorts, user  # noqa: F401 - route modules attach to `api`
+    from . import auth, billing, keys, shorts, user  # noqa: F401 - route modules attach to `api`
 
     app.register_blueprint(api)

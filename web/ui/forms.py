@@ -38,3 +38,8 @@ class GenerateForm(FlaskForm):
     duration_seconds = IntegerField("Length (seconds)", default=20,
                                     validators=[DataRequired(), NumberRange(min=15, max=60)],
                                     render_kw={"min": 15, "max": 60, "step": 1})
+
+
+class CheckoutForm(FlaskForm):
+    tier = SelectField("Plan", choices=[SelectChoice("starter", "Starter"), SelectChoice("pro", "Pro"),
+                                        SelectChoice("agency", "Agency")])

@@ -56,12 +56,3 @@ def dashboard_jobs():
         cur.execute("select credits_remaining from app.credit_balance()")
         credits = cur.fetchone()["credits_remaining"]
     return jsonify(jobs=[jobs.job_json(r) for r in rows], credits_remaining=credits)
-
-
-@ui.get("/pricing")
-def pricing():
-    with db.tx() as cur:
-        cur.execute("select tier, name, price_cents, credits, features from plans order by sort_order")
-        plans = cur.fetchall()
-    current_tier = current_user.account.tier if current_user.is_authenticated else None
-    return render_template("app/pricing.html", plans=plans, current_tier=current_tier)
