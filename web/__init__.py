@@ -6,6 +6,7 @@ import os
 import secrets
 
 from flask import Flask, jsonify
+from flask_cors import CORS
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -13,6 +14,7 @@ from . import cli, config, db, errors, migrate
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
+cors = CORS()
 
 
 def _secure_defaults(app: Flask) -> None:
@@ -58,12 +60,17 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from .api import api, register as register_api
     from .media import media
+    from .openapi import docs
     from .ui import register as register_ui
 
     csrf.exempt(api)  # bearer-token API: no cookies, so no cross-site request forgery
     register_api(app)
     register_ui(app)
     app.register_blueprint(media)
+    app.register_blueprint(docs)
+    cors.init_app(app, resources={r"/v1/*": {"origins": app.config["CORS_ORIGINS"]}},
+                  allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After", "Location"],
+                  methods=["GET", "POST", "DELETE", "OPTIONS"], max_age=600)
 
     @app.get("/healthz")
     def healthz():

@@ -45,6 +45,9 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
         "STRIPE_API_BASE": env.get("STRIPE_API_BASE") or None,
         # where Stripe sends the browser back to (the SPA's origin; default: this app)
         "FRONTEND_URL": env.get("FRONTEND_URL") or None,
+        # origins allowed to call /v1 from a browser (comma-separated; default FRONTEND_URL)
+        "CORS_ORIGINS": [o.strip() for o in (env.get("CORS_ORIGINS") or env.get("FRONTEND_URL") or "").split(",")
+                         if o.strip()],
         # how many proxies in front of us set X-Forwarded-For (0: use the socket address)
         "TRUSTED_PROXY_COUNT": int(env.get("TRUSTED_PROXY_COUNT", "0")),
         "MEDIA_ROOT": env.get("MEDIA_ROOT", os.path.abspath(".data/media")),

@@ -94,7 +94,10 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException):
-        return error_response(error.code or 500, error.description or error.name)
+        # keep the exception's own headers (Allow on 405, WWW-Authenticate, Retry-After)
+        headers = {name: value for name, value in error.get_headers()
+                   if name.lower() not in ("content-type", "content-length")}
+        return error_response(error.code or 500, error.description or error.name, headers)
 
     @app.errorhandler(psycopg.OperationalError)
     def _operational(error):

@@ -7,6 +7,7 @@ from functools import wraps
 from flask import Blueprint, g, request
 
 from .. import identity
+from ..errors import ApiError
 
 api = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -21,6 +22,18 @@ def require_auth(view):
         return view(*args, **kwargs)
 
     return wrapped
+
+
+@api.before_request
+def refuse_unknown_query_parameters():
+    """A misspelt parameter (`limt=5`) is an error, not silently the default: the
+    parameters each operation takes are the ones the OpenAPI document lists."""
+    from ..openapi import query_parameters
+
+    unknown = set(request.args) - query_parameters(request.url_rule.rule if request.url_rule else "",
+                                                   request.method)
+    if unknown:
+        raise ApiError(422, f"{sorted(unknown)[0]}: unknown query parameter", field=sorted(unknown)[0])
 
 
 def register(app) -> None:

@@ -1,0 +1,193 @@
+"""The published API contract: an OpenAPI 3.1 document for every /v1 route, served at
+/openapi.json and rendered for people at /docs. A test keeps it in step with the routes."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, render_template
+
+docs = Blueprint("docs", __name__)
+
+TIERS = ["free", "starter", "pro", "agency"]
+PLATFORMS = ["youtube_shorts", "tiktok", "instagram_reels"]
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: list[str], **properties) -> dict:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+STRING = {"type": "string"}
+NULLABLE_STRING = {"type": ["string", "null"]}
+DATETIME = {"type": "string", "format": "date-time"}
+UUID = {"type": "string", "format": "uuid"}
+# text fields must carry something besides white space
+TEXT = {"type": "string", "pattern": r"\S"}
+
+SCHEMAS = {
+    "Error": {**obj(["detail"], detail=STRING, field=STRING, upgrade_url=STRING),
+              "description": "Every error. `field` names the offending input; 402 adds `upgrade_url`."},
+    "User": obj(["id", "email", "full_name", "is_verified", "tier", "credits_remaining"],
+                id=UUID, email=STRING, full_name=NULLABLE_STRING, is_verified={"type": "boolean"},
+                tier={"enum": TIERS}, credits_remaining={"type": "integer", "minimum": 0}),
+    "TokenPair": obj(["access_token", "refresh_token", "token_type", "expires_in", "user"],
+                     access_token=STRING, refresh_token=STRING, token_type={"const": "bearer"},
+                     expires_in={"type": "integer"}, user=ref("User")),
+    "SignupRequest": obj(["email", "password"], email={**TEXT, "maxLength": 254},
+                         password={"type": "string", "minLength": 8, "maxLength": 128},
+                         full_name={"type": ["string", "null"], "maxLength": 200}),
+    "LoginRequest": obj(["email", "password"], email={"type": "string", "maxLength": 254},
+                        password={"type": "string", "maxLength": 1024}),
+    "RefreshRequest": obj(["refresh_token"], refresh_token={"type": "string", "maxLength": 4096}),
+    "PasswordChange": obj(["current_password", "new_password"],
+                          current_password={"type": "string", "maxLength": 1024},
+                          new_password={"type": "string", "minLength": 8, "maxLength": 128}),
+    "Plan": obj(["tier", "name", "price_cents", "price", "credits", "features"], tier={"enum": TIERS},
+                name=STRING, price_cents={"type": "integer"}, price=STRING, credits={"type": "integer"},
+                features={"type": "object"}),
+    "Plans": obj(["plans", "test_mode"], plans={"type": "array", "items": ref("Plan")},
+                 test_mode={"type": "boolean", "description": "true when checkout is simulated (no Stripe keys)"}),
+    "CheckoutRequest": obj(["tier"], tier={"enum": ["starter", "pro", "agency"]}),
+    "CheckoutSession": obj(["checkout_url"], checkout_url=STRING),
+    "PortalSession": obj(["portal_url"], portal_url=STRING),
+    "WebhookResult": obj(["received", "outcome"], received={"type": "boolean"}, outcome=STRING),
+    "KeyCreate": obj(["name"], name={**TEXT, "minLength": 1, "maxLength": 100}),
+    "Key": obj(["id", "name", "prefix", "created_at", "last_used"], id=UUID, name=STRING, prefix=STRING,
+               created_at=DATETIME, last_used={"type": ["string", "null"], "format": "date-time"}),
+    "KeyCreated": {"allOf": [ref("Key"), obj(["key"], key={"type": "string", "pattern": "^sk_",
+                                                            "description": "shown once; store it now"})]},
+    "KeyList": obj(["keys"], keys={"type": "array", "items": ref("Key")}),
+    "GenerateRequest": obj(["platform", "topic"], platform={"enum": PLATFORMS},
+                           topic={**TEXT, "minLength": 3, "maxLength": 200},
+                           duration_seconds={"type": "integer", "minimum": 15, "maximum": 60, "default": 20}),
+    "GenerateAccepted": obj(["job_id", "status", "credits_remaining"], job_id=UUID, status={"const": "queued"},
+                            credits_remaining={"type": "integer", "minimum": 0}),
+    "Job": obj(["job_id", "status", "progress", "video_url", "error", "platform", "topic", "duration_seconds",
+                "created_at", "finished_at"],
+               job_id=UUID, status={"enum": ["queued", "processing", "completed", "failed"]},
+               progress={"type": "integer", "minimum": 0, "maximum": 100}, video_url=NULLABLE_STRING,
+               error=NULLABLE_STRING, platform={"enum": PLATFORMS}, topic=STRING,
+               duration_seconds={"type": "integer"}, created_at=DATETIME,
+               finished_at={"type": ["string", "null"], "format": "date-time"}),
+    "JobList": obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},
+                   next_before={"type": ["string", "null"], "format": "uuid",
+                                "description": "pass as `before` for the next page; null on the last"}),
+    "Credits": obj(["tier", "status", "credits_total", "credits_used", "credits_remaining", "renews_at"],
+                   tier={"enum": TIERS}, status=STRING, credits_total={"type": "integer"},
+                   credits_used={"type": "integer"}, credits_remaining={"type": "integer"}, renews_at=DATETIME),
+    "Usage": obj(["usage"], usage={"type": "array", "items": obj(
+        ["action", "credits", "job_id", "timestamp"], action=STRING, credits={"type": "integer"},
+        job_id={"type": ["string", "null"], "format": "uuid"}, timestamp=DATETIME)}),
+}
+
+ERROR_TEXT = {
+    400: "Bad request (webhook signature or body)", 401: "Not authenticated, or the token/key is invalid",
+    402: "Out of credits", 403: "Not allowed (plan, disabled account, wrong current password)",
+    404: "Not found (or not yours)", 409: "Conflict", 413: "Request body over 1 MB",
+    422: "Invalid input; `field` names it", 429: "Too many attempts; see Retry-After",
+    503: "Temporarily unavailable; see Retry-After",
+}
+
+
+def json_response(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def operation(summary: str, ok: int, ok_schema: dict | None, errors: list[int], *, body: str | None = None,
+              auth: bool = True, params: list[dict] | None = None, tag: str = "") -> dict:
+    responses = {str(ok): json_response(summary, ok_schema) if ok_schema else {"description": summary}}
+    for status in sorted(set(errors) | {503} | ({401, 403} if auth else set()) | ({413, 422} if body else set())):
+        responses[str(status)] = json_response(ERROR_TEXT[status], ref("Error"))
+    op = {"summary": summary, "tags": [tag], "responses": responses,
+          "security": [{"bearer": []}] if auth else []}
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(body)}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def path_id(name: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": UUID}
+
+
+PATHS = {
+    "/v1/auth/signup": {"post": operation("Create an account (free plan, 5 credits)", 201, ref("TokenPair"), [409],
+                                          body="SignupRequest", auth=False, tag="auth")},
+    "/v1/auth/login": {"post": operation("Sign in", 200, ref("TokenPair"), [401, 403, 429], body="LoginRequest",
+                                         auth=False, tag="auth")},
+    "/v1/auth/refresh": {"post": operation("Rotate a refresh token into a new pair", 200, ref("TokenPair"),
+                                           [401, 403], body="RefreshRequest", auth=False, tag="auth")},
+    "/v1/auth/logout": {"post": operation("Revoke a refresh token (and its family)", 204, None, [],
+                                          body="RefreshRequest", tag="auth")},
+    "/v1/auth/me": {"get": operation("The signed-in user", 200, ref("User"), [], tag="auth")},
+    "/v1/auth/password": {"post": operation("Change password; every other session ends", 200, ref("TokenPair"),
+                                            [], body="PasswordChange", tag="auth")},
+    "/v1/keys": {
+        "post": operation("Create an API key (Pro and Agency); the key is shown once", 201, ref("KeyCreated"),
+                          [409], body="KeyCreate", tag="keys"),
+        "get": operation("List live API keys", 200, ref("KeyList"), [], tag="keys"),
+    },
+    "/v1/keys/{key_id}": {"delete": operation("Revoke an API key", 204, None, [404], params=[path_id("key_id")],
+                                              tag="keys")},
+    "/v1/shorts/generate": {"post": operation("Spend one credit on a video", 202, ref("GenerateAccepted"), [402],
+                                              body="GenerateRequest", tag="videos")},
+    "/v1/jobs": {"get": operation("Your jobs, newest first", 200, ref("JobList"), [422], params=[
+        query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "page size"),
+        query("before", UUID, "id of the last job of the previous page")], tag="videos")},
+    "/v1/jobs/{job_id}": {"get": operation("One of your jobs", 200, ref("Job"), [404], params=[path_id("job_id")],
+                                           tag="videos")},
+    "/v1/user/credits": {"get": operation("Plan and balance", 200, ref("Credits"), [], tag="account")},
+    "/v1/user/usage": {"get": operation("Billable actions", 200, ref("Usage"), [422], params=[
+        query("days", {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}, "how far back")],
+        tag="account")},
+    "/v1/billing/plans": {"get": operation("The plans on sale", 200, ref("Plans"), [], auth=False, tag="billing")},
+    "/v1/billing/create-checkout-session": {"post": operation(
+        "Start a Stripe Checkout for a plan", 200, ref("CheckoutSession"), [409], body="CheckoutRequest",
+        tag="billing")},
+    "/v1/billing/portal": {"get": operation("Open the Stripe customer portal", 200, ref("PortalSession"), [404],
+                                            tag="billing")},
+    "/v1/billing/webhook": {"post": {
+        **operation("Stripe events (signed; called by Stripe)", 200, ref("WebhookResult"), [400], auth=False,
+                    tag="billing"),
+        "parameters": [{"name": "Stripe-Signature", "in": "header", "required": True, "schema": STRING}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+    }},
+}
+
+DOCUMENT = {
+    "openapi": "3.1.0",
+    "info": {"title": "Story Genius API", "version": "1.0.0",
+             "description": "Accounts, credits, video generation and billing. Authenticate with "
+                            "`Authorization: Bearer <access token>` (from signup/login) or `Bearer sk_…` "
+                            "(an API key). Errors are `{\"detail\": …}`."},
+    "servers": [{"url": "/"}],
+    "paths": PATHS,
+    "components": {"schemas": SCHEMAS,
+                   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                  "description": "JWT access token or sk_ API key"}}},
+}
+
+
+def query_parameters(rule: str, method: str) -> set[str]:
+    """The query parameters the document lists for a Flask URL rule and method."""
+    import re
+
+    path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
+    op = PATHS.get(path, {}).get(method.lower(), {})
+    return {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+
+
+@docs.get("/openapi.json")
+def openapi_json():
+    return jsonify(DOCUMENT)
+
+
+@docs.get("/docs")
+def api_docs():
+    return render_template("docs.html", spec=DOCUMENT)
