@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install run test migrate worker clean
+.PHONY: install run test migrate clean analyst-psql bench
 
 install: $(VENV)/.installed
 
@@ -27,3 +27,11 @@ migrate: install
 
 clean:
 	rm -rf $(VENV) .data *.egg-info .pytest_cache
+
+## psql as the read-only analyst role (reporting views only)
+analyst-psql: install
+	psql "$$($(PY) -c 'from web.config import from_env, role_dsn; print(role_dsn(from_env()["DATABASE_URL"], "sg_analyst"))')"
+
+## every benchmark, one table each (needs Debian's wrk for the HTTP figures)
+bench: install
+	$(PY) -m bench

@@ -5,7 +5,7 @@ and Debian's wrk for the HTTP figures.
 """
 from __future__ import annotations
 
-from . import http_bench, render_bench
+from . import http_bench, render_bench, reporting_bench
 from .common import table
 
 
@@ -15,6 +15,9 @@ def main() -> None:
     print()
     print("== HTTP throughput, wrk, 32 connections, 10 s each")
     print(table(http_bench.run(2) + http_bench.run(4)))
+    print()
+    print("== Reporting views as sg_analyst (median of 3)")
+    print(table(reporting_bench.run()))
 
 
 if __name__ == "__main__":

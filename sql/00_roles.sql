@@ -7,6 +7,8 @@
 --               Nobody logs in as it; a policy per tenant table lets it see every row.
 --   sg_app      the web process: LOGIN, owns nothing, no BYPASSRLS.
 --   sg_worker   the render worker: pgqueuer's tables plus the job-control functions.
+--   sg_reporting owns the reporting views: reads every tenant's rows (a SELECT-only policy),
+--               writes nothing. Nobody logs in as it.
 --   sg_analyst  SELECT on the reporting schema and nothing else.
 --
 -- Roles are cluster-wide, so this file may run concurrently for several databases
@@ -18,6 +20,7 @@ declare
   wanted constant jsonb := '{
     "sg_owner":   "nologin nosuperuser nobypassrls nocreaterole nocreatedb noinherit",
     "sg_service": "nologin nosuperuser nobypassrls nocreaterole nocreatedb noinherit",
+    "sg_reporting": "nologin nosuperuser nobypassrls nocreaterole nocreatedb noinherit",
     "sg_app":     "login   nosuperuser nobypassrls nocreaterole nocreatedb noinherit",
     "sg_worker":  "login   nosuperuser nobypassrls nocreaterole nocreatedb noinherit",
     "sg_analyst": "login   nosuperuser nobypassrls nocreaterole nocreatedb noinherit"
@@ -42,7 +45,7 @@ begin
 
   -- A non-superuser administrator (CREATEROLE) needs membership to act as the owners.
   if not (select rolsuper from pg_roles where rolname = current_user) then
-    execute format('grant sg_owner, sg_service to %I', current_user);
+    execute format('grant sg_owner, sg_service, sg_reporting to %I', current_user);
   end if;
 
   execute format('grant connect, create on database %I to sg_owner', current_database());
@@ -55,3 +58,4 @@ grant usage, create on schema public to sg_owner;
 -- Nothing is executable by PUBLIC unless granted by name (PostgREST's schema isolation).
 alter default privileges for role sg_owner revoke execute on functions from public;
 alter default privileges for role sg_service revoke execute on functions from public;
+alter default privileges for role sg_reporting revoke execute on functions from public;

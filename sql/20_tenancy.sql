@@ -30,6 +30,9 @@ begin
         using (%I = (select app.current_user_id()))
         with check (%I = (select app.current_user_id()))
     $policy$, tenant_table, owner_column, owner_column);
+    execute format('drop policy if exists "reporting reads every row" on public.%I', tenant_table);
+    execute format('create policy "reporting reads every row" on public.%I for select to sg_reporting using (true)',
+                   tenant_table);
     execute format('drop policy if exists "service functions reach every row" on public.%I', tenant_table);
     execute format($policy$
       create policy "service functions reach every row" on public.%I for all to sg_service
@@ -45,6 +48,8 @@ alter table public.stripe_events force row level security;
 drop policy if exists "service functions reach every row" on public.stripe_events;
 create policy "service functions reach every row" on public.stripe_events for all to sg_service
   using (true) with check (true);
+drop policy if exists "reporting reads every row" on public.stripe_events;
+create policy "reporting reads every row" on public.stripe_events for select to sg_reporting using (true);
 alter table public.login_attempts enable row level security;
 alter table public.login_attempts force row level security;
 drop policy if exists "service functions reach every row" on public.login_attempts;
@@ -52,8 +57,8 @@ create policy "service functions reach every row" on public.login_attempts for a
   using (true) with check (true);
 
 -- Table privileges: this file is their single source of truth, so start from nothing.
-revoke all on all tables in schema public from public, sg_app, sg_worker, sg_service, sg_analyst;
-revoke all on all sequences in schema public from public, sg_app, sg_worker, sg_service, sg_analyst;
+revoke all on all tables in schema public from public, sg_app, sg_worker, sg_service, sg_reporting, sg_analyst;
+revoke all on all sequences in schema public from public, sg_app, sg_worker, sg_service, sg_reporting, sg_analyst;
 grant usage on schema public to sg_app, sg_worker, sg_service;
 
 -- The web process reads its user's rows (never a password, key or token hash) and
@@ -76,6 +81,12 @@ grant select, insert, update, delete on
 grant select, insert on public.credit_ledger to sg_service;
 grant insert on public.pgqueuer to sg_service;
 grant usage on sequence public.pgqueuer_id_seq to sg_service;
+
+-- The reporting views' owner reads what the views aggregate; it can write nothing.
+grant usage on schema public to sg_reporting;
+grant select on public.users, public.subscriptions, public.plans, public.jobs, public.credit_ledger,
+  public.usage_logs, public.stripe_events
+  to sg_reporting;
 
 -- The worker drives pgqueuer and nothing else directly.
 grant select, insert, update, delete on

@@ -155,7 +155,7 @@ def test_web_role_cannot_call_worker_or_grant_functions(connect, two_users_with_
                 conn.execute(call, (a,))
 
 
-@pytest.mark.parametrize("role", ["sg_app", "sg_worker", "sg_analyst", "sg_owner", "sg_service"])
+@pytest.mark.parametrize("role", ["sg_app", "sg_worker", "sg_analyst", "sg_owner", "sg_service", "sg_reporting"])
 def test_runtime_roles_are_neither_superuser_nor_bypassrls(connect, role):
     row = connect("postgres").execute(
         "select rolsuper, rolbypassrls, rolcreaterole, rolcreatedb from pg_roles where rolname = %s",
