@@ -79,7 +79,7 @@ grant select, insert, update, delete on
   public.jobs, public.usage_logs, public.stripe_events, public.login_attempts
   to sg_service;
 grant select, insert on public.credit_ledger to sg_service;
-grant insert on public.pgqueuer to sg_service;
+grant select, insert on public.pgqueuer to sg_service;
 grant usage on sequence public.pgqueuer_id_seq to sg_service;
 
 -- The reporting views' owner reads what the views aggregate; it can write nothing.

@@ -106,3 +106,14 @@ begin
 end
 $$;
 grant execute on function app.fail_job(uuid, text) to sg_worker;
+
+/** How much work is waiting and running in the render queue (for /healthz and dashboards). */
+create or replace function app.queue_depth()
+returns table (queued bigint, picked bigint)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select count(*) filter (where q.status = 'queued'), count(*) filter (where q.status = 'picked')
+    from public.pgqueuer q
+$$;
+grant execute on function app.queue_depth() to sg_app;

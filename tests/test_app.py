@@ -7,10 +7,12 @@ from web import create_app, db
 from web.config import role_dsn
 
 
-def test_healthz_checks_the_database(client):
+def test_healthz_checks_the_database_and_reports_the_queue(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "database": "ok"}
+    body = response.get_json()
+    assert body["status"] == "ok" and body["database"] == "ok"
+    assert set(body["queue"]) == {"queued", "rendering"} and body["queue"]["queued"] >= 0
 
 
 def test_unknown_api_route_is_a_json_404(client):

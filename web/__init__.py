@@ -10,7 +10,7 @@ from flask_cors import CORS
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import cli, config, db, errors, migrate
+from . import cli, config, db, errors, logs, migrate
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -53,6 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                                 x_proto=app.config["TRUSTED_PROXY_COUNT"])
 
     db.init_app(app)
+    logs.init_app(app)
     errors.init_app(app)
     migrate.init_app(app)
     cli.init_app(app)
@@ -74,10 +75,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        """Liveness + database reachability, for load balancers."""
+        """Database reachability and render-queue depth, for load balancers and monitoring."""
         with db.tx() as cur:
-            cur.execute("select 1 as ok")
-            cur.fetchone()
-        return jsonify(status="ok", database="ok")
+            cur.execute("select * from app.queue_depth()")
+            depth = cur.fetchone()
+        return jsonify(status="ok", database="ok", queue={"queued": depth["queued"], "rendering": depth["picked"]})
 
     return app

@@ -8,6 +8,7 @@ from datetime import datetime
 import click
 import psycopg
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from psycopg.rows import dict_row
 
 from . import accounts
@@ -31,6 +32,7 @@ def _user_id(conn, email: str):
 
 
 @click.command("replay-stripe-events")
+@with_appcontext
 @click.option("--since", type=click.DateTime(), help="Only events received at or after this time (UTC).")
 def replay_stripe_events(since: datetime | None) -> None:
     """Re-apply stored Stripe events in the order Stripe created them (idempotent)."""
@@ -42,6 +44,7 @@ def replay_stripe_events(since: datetime | None) -> None:
 
 
 @click.command("create-user")
+@with_appcontext
 @click.argument("email")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 @click.option("--name", default=None, help="Full name.")
@@ -58,6 +61,7 @@ def create_user(email: str, password: str, name: str | None) -> None:
 
 
 @click.command("grant-credits")
+@with_appcontext
 @click.argument("email")
 @click.argument("amount", type=click.IntRange(1, 1_000_000))
 @click.option("--reason", required=True, help="Why (kept in the idempotency key for the audit trail).")
@@ -75,6 +79,7 @@ def grant_credits(email: str, amount: int, reason: str, key: str | None) -> None
 
 
 @click.command("disable-user")
+@with_appcontext
 @click.argument("email")
 @click.option("--enable", is_flag=True, help="Re-enable instead.")
 def disable_user(email: str, enable: bool) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 from uuid import UUID
 
 import psycopg
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from psycopg import Cursor
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
@@ -77,9 +77,11 @@ def tx(user_id: UUID | str | None = None, *, identity: "Identity | None" = None)
     try:
         with pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             if identity is not None:
-                identity.authenticate(cur)
+                user_id = identity.authenticate(cur)
             else:
                 cur.execute("select set_config('app.user_id', %s, true)", (str(user_id) if user_id else "",))
+            if user_id:
+                g.user_id = str(user_id)  # for the request's log line
             yield cur
     except psycopg.Error as error:
         # the functions' deliberate refusals (out of credits, duplicate email, …) reach

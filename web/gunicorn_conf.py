@@ -8,5 +8,7 @@ worker_class = "sync"
 timeout = 30
 # SIGTERM: stop accepting, let in-flight requests finish for up to this long
 graceful_timeout = 20
-accesslog = "-"
+# the app writes one JSON line per request (web/logs.py, with the user id); gunicorn's own
+# access log would only repeat it
+accesslog = None
 errorlog = "-"

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 import click
 import psycopg
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
@@ -88,8 +89,19 @@ def migrate(dsn: str, environ=None) -> None:
                     conn.execute(path.read_text())
                 conn.execute("reset role")
             _sync_stripe_prices(conn, environ)
+            _set_role_passwords(conn, environ)
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (_MIGRATE_LOCK_KEY,))
+
+
+def _set_role_passwords(conn: psycopg.Connection, environ) -> None:
+    """SG_APP_PASSWORD / SG_WORKER_PASSWORD, when set, become the runtime roles' passwords."""
+    from psycopg import sql
+
+    for role, variable in (("sg_app", "SG_APP_PASSWORD"), ("sg_worker", "SG_WORKER_PASSWORD")):
+        if environ.get(variable):
+            conn.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(role),
+                                                                    sql.Literal(environ[variable])))
 
 
 def rollback_all(dsn: str) -> None:
@@ -113,6 +125,7 @@ def rollback_all(dsn: str) -> None:
 
 
 @click.command("migrate")
+@with_appcontext
 @click.option("--rollback", is_flag=True, help="Roll everything back instead (drops all data).")
 def migrate_command(rollback: bool) -> None:
     """Apply migrations and the sql/ layer to DATABASE_URL (idempotent)."""

@@ -1,0 +1,105 @@
+"""What operators rely on: settings checked at start-up, one JSON log line per request,
+the admin CLI, and a worker that stops cleanly on SIGTERM."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+
+import pytest
+
+from web.config import ConfigError, from_env
+
+from .conftest import acting_as, api_signup, balance, bearer, wait_for
+from .test_worker import job_row, start_worker, stop
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DB_POOL_MAX": "lots"}, "DB_POOL_MAX: must be a whole number"),
+    ({"DB_POOL_MAX": "0"}, "DB_POOL_MAX: must be at least 1"),
+    ({"TRUSTED_PROXY_COUNT": "-1"}, "TRUSTED_PROXY_COUNT: must be at least 0"),
+    ({"STRIPE_SECRET_KEY": "pk_live_oops", "STRIPE_WEBHOOK_SECRET": "whsec_x"}, "STRIPE_SECRET_KEY: must start with sk_"),
+    ({"STRIPE_SECRET_KEY": "sk_live_x"}, "STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set"),
+    ({"STRIPE_PRICE_PRO": "prod_123"}, "STRIPE_PRICE_PRO: must start with price_"),
+    ({"FRONTEND_URL": "app.example.com"}, "FRONTEND_URL: must be an http(s) URL"),
+    ({"CORS_ORIGINS": "https://ok.example, https://bad.example/path"}, "CORS_ORIGINS: 'https://bad.example/path'"),
+    ({"DATABASE_URL": "definitely not a dsn"}, "DATABASE_URL: not a PostgreSQL connection string"),
+])
+def test_bad_settings_are_named(env, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        from_env(env)
+
+
+def test_good_settings_parse():
+    config = from_env({"DATABASE_URL": "postgresql://u:p@db.example:5433/sg", "CORS_ORIGINS": "https://a.example/",
+                       "STRIPE_SECRET_KEY": "sk_test_1", "STRIPE_WEBHOOK_SECRET": "whsec_1"})
+    assert "user=sg_app" in config["APP_DATABASE_URL"] and "password" not in config["APP_DATABASE_URL"]
+    assert config["CORS_ORIGINS"] == ["https://a.example"]
+
+
+def test_one_json_line_per_request_with_user_and_no_secrets(app, api, caplog):
+    tokens = api_signup(api)
+    logger = logging.getLogger("storygenius.access")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="storygenius.access"):
+            api.get("/v1/auth/me", headers=bearer(tokens["access_token"]))
+            api.post("/v1/auth/login", json={"email": tokens["user"]["email"], "password": "wrong-password-22"})
+    finally:
+        logger.removeHandler(caplog.handler)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "storygenius.access"]
+    me, login = lines[-2], lines[-1]
+    assert me["method"] == "GET" and me["path"] == "/v1/auth/me" and me["status"] == 200
+    assert me["user_id"] == tokens["user"]["id"] and me["duration_ms"] > 0
+    assert login["status"] == 401 and login["user_id"] is None
+    text = caplog.text
+    assert tokens["access_token"] not in text and "wrong-password-22" not in text
+
+
+def test_cli_create_grant_disable(app, connect):
+    runner = app.test_cli_runner()
+    email = f"cli-{os.urandom(4).hex()}@example.com"
+    created = runner.invoke(args=["create-user", email, "--password", "velvet-otter-canyon-42", "--name", "Cli"])
+    assert created.exit_code == 0, created.output
+    assert "with 5 credits" in created.output
+    granted = runner.invoke(args=["grant-credits", email, "7", "--reason", "support", "--key", "ticket-1"])
+    assert granted.exit_code == 0 and "now has 12 credits" in granted.output
+    again = runner.invoke(args=["grant-credits", email, "7", "--reason", "support", "--key", "ticket-1"])
+    assert "Already granted" in again.output and "now has 12 credits" in again.output
+    admin = connect("postgres")
+    uid = admin.execute("select id from users where email = %s", (email,)).fetchone()["id"]
+    assert balance(admin, uid) == 12
+    disabled = runner.invoke(args=["disable-user", email])
+    assert disabled.exit_code == 0
+    assert admin.execute("select is_active from users where id = %s", (uid,)).fetchone()["is_active"] is False
+    for bad in (["grant-credits", "nobody@example.com", "5", "--reason", "x"], ["grant-credits", email, "0", "--reason", "x"],
+                ["create-user", email, "--password", "velvet-otter-canyon-42"], ["disable-user", "nobody@example.com"]):
+        result = runner.invoke(args=bad)
+        assert result.exit_code != 0 and "Traceback" not in result.output, (bad, result.output)
+
+
+@pytest.mark.parametrize("command", ["migrate", "replay-stripe-events", "create-user", "grant-credits", "disable-user"])
+def test_every_command_has_help(app, command):
+    result = app.test_cli_runner().invoke(args=[command, "--help"])
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_sigterm_lets_the_worker_finish_its_job(api, connect, database_dsn, media_root, empty_queue):
+    tokens = api_signup(api)
+    uid = tokens["user"]["id"]
+    admin = connect("postgres")
+    with acting_as(admin, uid):
+        job_id = admin.execute("select job_id from app.spend_credit_and_create_job('tiktok', 'graceful stop', "
+                               "'{\"duration_seconds\": 60}')").fetchone()["job_id"]
+    worker = start_worker(database_dsn, media_root)
+    try:
+        assert wait_for(lambda: job_row(admin, uid, job_id)["status"] == "processing", timeout=60, interval=0.05)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=120)
+    finally:
+        output = stop(worker)
+    assert worker.returncode == 0, output
+    row = job_row(admin, uid, job_id)
+    assert row["status"] == "completed", (row, output)
+    assert admin.execute("select count(*) as n from pgqueuer where status = 'picked'").fetchone()["n"] == 0
