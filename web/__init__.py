@@ -47,6 +47,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(config.from_env())
     if test_config:
         app.config.update(test_config)
+        # a DATABASE_URL given here (not in the environment) also moves the derived role DSNs
+        if "DATABASE_URL" in test_config:
+            for key, role in (("APP_DATABASE_URL", "sg_app"), ("WORKER_DATABASE_URL", "sg_worker")):
+                if key not in test_config:
+                    app.config[key] = config.role_dsn(test_config["DATABASE_URL"], role)
     _secure_defaults(app)
     if app.config["TRUSTED_PROXY_COUNT"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"],
