@@ -49,12 +49,15 @@ set local role sg_service;
 
 /**
  * Resets a user's balance for a new period, once per key: the leftover expires
- * (ledger `expiry`) and `amount` is granted (`reason`), so balance = amount afterwards.
+ * (ledger `expiry`) and `amount` is granted (`reason`), so balance = amount afterwards,
+ * and (with move_period) the subscription's period moves to the new one; Stripe renewals
+ * leave the period to the subscription events, which are ordered by time. A renewal for
+ * a period older than one already renewed is a late delivery and changes nothing.
  * Returns true only for the call that reset.
  */
 create or replace function app.reset_credits(user_id uuid, amount integer, reason text, idempotency_key text,
                                              period_start timestamptz, period_end timestamptz,
-                                             stripe_event_id text default null)
+                                             stripe_event_id text default null, move_period boolean default true)
 returns boolean
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -64,10 +67,17 @@ declare
   leftover integer;
   movement uuid;
 begin
-  select s.credits_remaining into leftover from public.subscriptions s where s.user_id = reset_credits.user_id
+  select s.credits_remaining into leftover
+    from public.subscriptions s where s.user_id = reset_credits.user_id
      for update;
   if not found then
     raise exception 'no subscription for user %', user_id using errcode = 'P0404';
+  end if;
+  -- a renewal for an older period than one already applied arrived late: it changes nothing
+  if exists (select 1 from public.credit_ledger l
+              where l.user_id = reset_credits.user_id and l.reason = 'renewal'
+                and l.period_start > reset_credits.period_start) then
+    return false;
   end if;
   insert into public.credit_ledger as l (user_id, delta, reason, idempotency_key, stripe_event_id, period_start)
   values (user_id, amount, reason, idempotency_key, stripe_event_id, period_start)
@@ -82,14 +92,15 @@ begin
   end if;
   update public.subscriptions s
      set credits_remaining = amount, credits_total = amount,
-         current_period_start = coalesce(reset_credits.period_start, s.current_period_start),
-         current_period_end = coalesce(reset_credits.period_end, s.current_period_end),
+         current_period_start = case when move_period then reset_credits.period_start else s.current_period_start end,
+         current_period_end = case when move_period then reset_credits.period_end else s.current_period_end end,
          updated_at = now()
    where s.user_id = reset_credits.user_id;
   return true;
 end
 $$;
-grant execute on function app.reset_credits(uuid, integer, text, text, timestamptz, timestamptz, text) to sg_worker;
+grant execute on function app.reset_credits(uuid, integer, text, text, timestamptz, timestamptz, text, boolean)
+  to sg_worker;
 
 /**
  * Gives every free subscription whose period has ended its monthly credits back (balance
@@ -240,8 +251,10 @@ end
 $$;
 
 /**
- * Moves a user's subscription state (tier, status, period, Stripe ids) to what an event
- * says, unless a newer event has already been applied. Null arguments leave a field as it is.
+ * Moves a user's subscription state to what an event says. Each group of fields (plan:
+ * tier and subscription id; status; period) only takes the event's values if no newer
+ * event has set that group already, so any delivery order ends in the state of applying
+ * the events in the order Stripe created them. Null arguments leave a group alone.
  */
 create or replace function app._apply_subscription_state(customer_id text, subscription_id text, new_tier text,
                                                           new_status text, period_start timestamptz,
@@ -254,23 +267,40 @@ as $$
 #variable_conflict use_variable
 declare
   uid uuid := app._stripe_user(user_hint, customer_id, subscription_id);
+  sub public.subscriptions%rowtype;
+  plan_news boolean;
+  status_news boolean;
+  period_news boolean;
 begin
+  select * into sub from public.subscriptions s where s.user_id = uid for update;
+  plan_news := new_tier is not null and (sub.stripe_updated_at is null or sub.stripe_updated_at <= as_of);
+  status_news := new_status is not null and (sub.stripe_status_at is null or sub.stripe_status_at <= as_of);
+  period_news := period_start is not null and (sub.stripe_period_at is null or sub.stripe_period_at <= as_of);
   update public.subscriptions s
-     set tier = coalesce(new_tier, s.tier),
-         status = coalesce(new_status, s.status),
-         stripe_customer_id = coalesce(s.stripe_customer_id, customer_id),
-         stripe_subscription_id = case when new_tier = 'free' then null
+     set tier = case when plan_news then new_tier else s.tier end,
+         stripe_subscription_id = case when not plan_news then s.stripe_subscription_id
+                                       when new_tier = 'free' then null
                                        else coalesce(subscription_id, s.stripe_subscription_id) end,
-         current_period_start = coalesce(period_start, s.current_period_start),
-         current_period_end = coalesce(period_end, s.current_period_end),
-         stripe_updated_at = as_of,
+         stripe_updated_at = case when plan_news then as_of else s.stripe_updated_at end,
+         status = case when status_news then new_status else s.status end,
+         stripe_status_at = case when status_news then as_of else s.stripe_status_at end,
+         current_period_start = case when period_news then period_start else s.current_period_start end,
+         current_period_end = case when period_news then coalesce(period_end, s.current_period_end)
+                                   else s.current_period_end end,
+         stripe_period_at = case when period_news then as_of else s.stripe_period_at end,
+         stripe_customer_id = coalesce(s.stripe_customer_id, customer_id),
          updated_at = now()
-   where s.user_id = uid and (s.stripe_updated_at is null or s.stripe_updated_at <= as_of);
-  return case when found then 'applied' else 'stale: a newer event was already applied' end;
+   where s.user_id = uid;
+  return case when plan_news or status_news or period_news or (new_tier is null and new_status is null
+                                                                and period_start is null)
+              then 'applied' else 'stale: newer events were already applied' end;
 end
 $$;
 
-/** The first period's plan grant (once per subscription, whichever event brings it). */
+/**
+ * The first period's plan grant: once per subscription, whichever event brings it, and
+ * not at all once a renewal of that subscription has been applied.
+ */
 create or replace function app._grant_initial(uid uuid, subscription_id text, tier text, event_id text,
                                               period_start timestamptz)
 returns void
@@ -283,6 +313,13 @@ declare
 begin
   select p.credits into amount from public.plans p where p.tier = _grant_initial.tier;
   if amount is null or amount = 0 or subscription_id is null then
+    return;
+  end if;
+  -- a renewal of this subscription already reset the balance: the first period is over,
+  -- and its grant (arriving late) would only inflate the new one
+  if exists (select 1 from public.credit_ledger l
+              where l.user_id = uid and l.reason = 'renewal'
+                and l.idempotency_key like 'plan:' || subscription_id || ':%') then
     return;
   end if;
   perform app.grant_credits(uid, amount, 'plan_grant', 'plan:' || subscription_id || ':initial',
@@ -358,7 +395,7 @@ begin
     if period_start is not null then
       perform app.reset_credits(uid, amount, 'renewal',
                                 'plan:' || subscription_id || ':' || extract(epoch from period_start)::bigint,
-                                period_start, period_end, event_id);
+                                period_start, period_end, event_id, move_period => false);
     end if;
   else
     -- the subscription's first invoice (subscription_create, or unset by older API versions)

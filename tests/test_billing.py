@@ -349,8 +349,8 @@ def test_free_renewal_runs_once_per_period(env, client, connect):
     uid = tokens["user"]["id"]
     with acting_as(env.admin, uid):
         env.admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'spent before the month ends')")
-    env.admin.execute("update subscriptions set current_period_end = now() - interval '1 hour' where user_id = %s",
-                      (uid,))
+    env.admin.execute("update subscriptions set current_period_start = now() - interval '1 month 1 hour', "
+                      "current_period_end = now() - interval '1 hour' where user_id = %s", (uid,))
     worker = connect("sg_worker")
     first = worker.execute("select app.renew_free_subscriptions() as n").fetchone()["n"]
     second = worker.execute("select app.renew_free_subscriptions() as n").fetchone()["n"]

@@ -103,6 +103,11 @@ def init_app(app: Flask) -> None:
     def _operational(error):
         return _unavailable(error)
 
+    @app.errorhandler(psycopg.InterfaceError)
+    def _connection_gone(error):
+        # a pooled connection that died under us ("the connection is closed")
+        return _unavailable(error)
+
     @app.errorhandler(PoolTimeout)
     def _pool_timeout(error):
         return _unavailable(error)
