@@ -20,6 +20,7 @@ run: install
 ## the whole test suite against a real Postgres
 test: install
 	scripts/prepare-test-postgres
+	scripts/prepare-test-browser
 	$(PY) -m pytest
 
 migrate: install

@@ -5,7 +5,7 @@ and Debian's wrk for the HTTP figures.
 """
 from __future__ import annotations
 
-from . import http_bench, render_bench, reporting_bench
+from . import http_bench, queue_bench, render_bench, reporting_bench, system_bench
 from .common import table
 
 
@@ -15,6 +15,12 @@ def main() -> None:
     print()
     print("== HTTP throughput, wrk, 32 connections, 10 s each")
     print(table(http_bench.run(2) + http_bench.run(4)))
+    print()
+    print("== Login, webhooks, double-spend through HTTP (gunicorn, 2 workers)")
+    print(table(system_bench.run()))
+    print()
+    print("== pgqueuer no-op jobs through the worker's queue setup")
+    print(table(queue_bench.run()))
     print()
     print("== Reporting views as sg_analyst (median of 3)")
     print(table(reporting_bench.run()))

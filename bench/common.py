@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -48,9 +49,11 @@ def live_server(dsn: str, workers: int = 2, extra_env: dict | None = None):
     env = {**os.environ, "DATABASE_URL": dsn, "SECRET_KEY": "bench-" + uuid.uuid4().hex,
            "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), "DB_POOL_MAX": "4",
            "MEDIA_ROOT": str(ROOT / ".data" / "bench-media"), **(extra_env or {})}
+    # the server's log goes to a file: an unread pipe would fill up and stall every worker
+    log = tempfile.NamedTemporaryFile(prefix="sg-bench-gunicorn-", suffix=".log", delete=False)
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "web/gunicorn_conf.py",
-                                "--access-logfile", "/dev/null", "bench.app:create_bench_app()"],
-                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                "bench.app:create_bench_app()"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -60,11 +63,13 @@ def live_server(dsn: str, workers: int = 2, extra_env: dict | None = None):
             except OSError:
                 time.sleep(0.1)
         else:
-            raise RuntimeError("gunicorn did not start: " + process.stderr.read().decode()[-2000:])
+            raise RuntimeError("gunicorn did not start: " + Path(log.name).read_text()[-2000:])
         yield base
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=60)
+        log.close()
+        os.unlink(log.name)
 
 
 def table(rows: list[dict]) -> str:
