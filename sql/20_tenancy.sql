@@ -19,7 +19,8 @@ begin
   for tenant_table, owner_column in values
       ('users', 'id'), ('subscriptions', 'user_id'), ('api_keys', 'user_id'),
       ('refresh_tokens', 'user_id'), ('jobs', 'user_id'), ('credit_ledger', 'user_id'),
-      ('usage_logs', 'user_id'), ('browser_sessions', 'user_id')
+      ('usage_logs', 'user_id'), ('browser_sessions', 'user_id'), ('email_tokens', 'user_id'),
+      ('email_outbox', 'user_id')
   loop
     execute format('alter table public.%I enable row level security', tenant_table);
     execute format('alter table public.%I force row level security', tenant_table);
@@ -71,12 +72,14 @@ grant select on public.subscriptions, public.jobs, public.credit_ledger, public.
 grant select (id, user_id, name, prefix, created_at, last_used_at, revoked_at) on public.api_keys to sg_app;
 grant select (id, user_id, family_id, created_at, expires_at, revoked_at) on public.refresh_tokens to sg_app;
 grant select (id, user_id, created_at, expires_at, revoked_at) on public.browser_sessions to sg_app;
+grant select (id, user_id, kind, created_at, sent_at) on public.email_outbox to sg_app;
 
 -- Cross-tenant functions run as sg_service; RLS policies above still decide the rows.
 grant select on public.plans to sg_service;
 grant select, insert, update, delete on
   public.users, public.subscriptions, public.api_keys, public.refresh_tokens, public.browser_sessions,
-  public.jobs, public.usage_logs, public.stripe_events, public.login_attempts
+  public.jobs, public.usage_logs, public.stripe_events, public.login_attempts, public.email_tokens,
+  public.email_outbox
   to sg_service;
 grant select, insert on public.credit_ledger to sg_service;
 grant select, insert on public.pgqueuer to sg_service;

@@ -147,6 +147,9 @@ begin
     raise exception 'API keys are available on the Pro and Agency plans. Upgrade at /pricing.'
       using errcode = 'P0403';
   end if;
+  if not (select u.is_verified from public.users u where u.id = uid) then
+    raise exception 'Verify your email address before creating API keys.' using errcode = 'P0403';
+  end if;
   if key_name is null or length(btrim(key_name)) not between 1 and 100 then
     raise exception 'name must be 1 to 100 characters' using errcode = 'P0422';
   end if;
@@ -221,6 +224,7 @@ begin
   select g.credits_remaining into balance
     from app.grant_credits(new_user.id, free_credits, 'signup_grant', 'signup:' || new_user.id) g;
 
+  perform app._queue_email(new_user.id, 'verify', 'verify:signup:' || new_user.id);
   perform set_config('app.user_id', new_user.id::text, true);
   return (new_user.id, new_user.email, new_user.full_name, new_user.is_verified,
           'free', balance, new_user.created_at, new_user.session_version)::app.account;
@@ -263,15 +267,15 @@ begin
 
   select max(a.attempted_at) into last_success
     from public.login_attempts a
-   where lower(a.email) = normalised and a.succeeded and a.attempted_at > window_start;
+   where a.kind = 'login' and lower(a.email) = normalised and a.succeeded and a.attempted_at > window_start;
   select count(*), min(a.attempted_at) into email_failures, oldest_email_failure
     from public.login_attempts a
-   where lower(a.email) = normalised and not a.succeeded
+   where a.kind = 'login' and lower(a.email) = normalised and not a.succeeded
      and a.attempted_at > greatest(window_start, coalesce(last_success, window_start));
   if client_ip is not null then
     select count(*), min(a.attempted_at) into ip_failures, oldest_ip_failure
       from public.login_attempts a
-     where a.client_ip = client_ip and not a.succeeded and a.attempted_at > window_start;
+     where a.kind = 'login' and a.client_ip = client_ip and not a.succeeded and a.attempted_at > window_start;
   end if;
 
   if email_failures >= 10 then

@@ -207,8 +207,7 @@ begin
       when 'checkout.session.completed' then app._apply_checkout_completed(event.id, obj, created)
       when 'invoice.paid' then app._apply_invoice_paid(event.id, obj, created)
       when 'invoice.payment_succeeded' then app._apply_invoice_paid(event.id, obj, created)
-      when 'invoice.payment_failed' then app._apply_subscription_state(obj ->> 'customer', obj ->> 'subscription',
-                                                                        null, 'past_due', null, null, created)
+      when 'invoice.payment_failed' then app._apply_payment_failed(event.id, obj, created)
       when 'customer.subscription.created' then app._apply_subscription_object(obj, created, false)
       when 'customer.subscription.updated' then app._apply_subscription_object(obj, created, false)
       when 'customer.subscription.deleted' then app._apply_subscription_object(obj, created, true)
@@ -391,6 +390,12 @@ begin
   -- a paid invoice means the subscription is in good standing, unless newer news says otherwise
   perform app._apply_subscription_state(invoice ->> 'customer', subscription_id, paid_tier, 'active',
                                         period_start, period_end, as_of, uid::text);
+  perform app._queue_email(uid, 'receipt', 'receipt:' || coalesce(invoice ->> 'id', event_id), jsonb_build_object(
+    'plan', (select p.name from public.plans p where p.tier = paid_tier), 'credits', amount,
+    'amount_cents', coalesce((invoice ->> 'amount_paid')::integer,
+                             (select p.price_cents from public.plans p where p.tier = paid_tier)),
+    'period_start', period_start, 'period_end', period_end,
+    'renewal', invoice ->> 'billing_reason' = 'subscription_cycle'));
   if invoice ->> 'billing_reason' = 'subscription_cycle' then
     if period_start is not null then
       perform app.reset_credits(uid, amount, 'renewal',
@@ -462,5 +467,21 @@ begin
     update public.stripe_events e set processed_at = null where e.id = stored.id;
     return query select stored.id, app.apply_stripe_event(stored.id);
   end loop;
+end
+$$;
+
+/** invoice.payment_failed: past_due (access kept while Stripe retries) and one notice per invoice. */
+create or replace function app._apply_payment_failed(event_id text, invoice jsonb, as_of timestamptz)
+returns text
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  outcome text := app._apply_subscription_state(invoice ->> 'customer', invoice ->> 'subscription', null,
+                                                'past_due', null, null, as_of);
+begin
+  perform app._queue_email(app._stripe_user(null, invoice ->> 'customer', invoice ->> 'subscription'),
+                           'payment_failed', 'payment_failed:' || coalesce(invoice ->> 'id', event_id));
+  return outcome;
 end
 $$;

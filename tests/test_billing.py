@@ -15,7 +15,7 @@ import stripe
 from web import create_app
 from web.config import role_dsn
 
-from .conftest import acting_as, api_signup, balance, bearer, client_with_own_ip, ledger_sum, wait_for
+from .conftest import acting_as, api_signup, balance, bearer, client_with_own_ip, ledger_sum, verify, wait_for
 from .stripe_fakes import LiveServer, RecordingProxy, start_localstripe
 from .stripe_payloads import (MONTH, checkout_completed, event, invoice_paid, payment_failed, signed,
                               subscription_event)
@@ -62,6 +62,7 @@ def client(env):
 @pytest.fixture
 def user(client, env):
     tokens = api_signup(client)
+    verify(env.admin, tokens["user"]["id"])
     return SimpleNamespace(id=tokens["user"]["id"], auth=bearer(tokens["access_token"]), tokens=tokens)
 
 
@@ -148,6 +149,13 @@ def test_checkout_for_the_current_tier_is_409(client, env, user):
 
 def test_checkout_needs_a_signed_in_user(client):
     assert client.post("/v1/billing/create-checkout-session", json={"tier": "starter"}).status_code == 401
+
+
+def test_checkout_needs_a_verified_address(client):
+    tokens = api_signup(client)
+    response = client.post("/v1/billing/create-checkout-session", json={"tier": "starter"},
+                           headers=bearer(tokens["access_token"]))
+    assert response.status_code == 403 and "Verify your email" in response.get_json()["detail"]
 
 
 def test_portal(client, env, user):

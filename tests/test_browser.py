@@ -6,6 +6,7 @@ Screenshots of every step land in tests/artifacts/.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,16 +49,18 @@ def stack(database_dsn, media_root, connect):
     proxy = RecordingProxy(localstripe_url).start()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    outbox = media_root / "outbox"
     env = {**os.environ, "DATABASE_URL": database_dsn, "SECRET_KEY": "browser-" + "s" * 40, "BIND": f"127.0.0.1:{port}",
            "WEB_CONCURRENCY": "2", "MEDIA_ROOT": str(media_root), "STRIPE_SECRET_KEY": "sk_test_browser",
-           "STRIPE_API_BASE": proxy.url, "STRIPE_WEBHOOK_SECRET": SECRET, "FRONTEND_URL": base}
+           "STRIPE_API_BASE": proxy.url, "STRIPE_WEBHOOK_SECRET": SECRET, "FRONTEND_URL": base, "APP_URL": base,
+           "MAIL_OUTBOX": str(outbox), "SMTP_URL": ""}
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "web/gunicorn_conf.py", "web:create_app()"],
                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(port)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    yield {"base": base, "proxy": proxy}
+    yield {"base": base, "proxy": proxy, "outbox": outbox}
     for process in (web, worker, localstripe):
         process.terminate()
     for process in (web, worker, localstripe):
@@ -81,6 +84,21 @@ def generate(page, topic: str) -> None:
     page.wait_for_selector(".flash-success")
 
 
+def emailed_link(outbox: Path, address: str, path: str, timeout: float = 30) -> str:
+    """The link in the newest mail to `address` that the worker wrote to the outbox folder."""
+    from email import message_from_bytes, policy
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for eml in sorted(outbox.glob("*.eml"), reverse=True):
+            message = message_from_bytes(eml.read_bytes(), policy=policy.default)
+            if address in message["To"]:
+                text = message.get_body(preferencelist=("plain",)).get_content()
+                return re.search(rf"https?://\S+{path}\?token=\w+", text).group(0)
+        time.sleep(0.2)
+    raise AssertionError(f"no mail to {address} in {outbox}")
+
+
 def test_day_seven_checklist_in_a_browser(stack, browser, connect):
     base = stack["base"]
     context = browser.new_context(viewport=PHONE, base_url=base)
@@ -99,7 +117,11 @@ def test_day_seven_checklist_in_a_browser(stack, browser, connect):
     assert page.inner_text("#credits-badge").strip() == "5 credits"
     assert "Account created! You have 5 free credits." in page.content()
     assert fits_the_screen(page)
+    assert page.locator("#verify-banner").count() == 1
     shot(page, "02-dashboard-5-credits")
+    # the verification mail (written to the outbox folder: no SMTP in this run) has the link
+    page.goto(emailed_link(stack["outbox"], email, "/verify"))
+    assert page.locator("#verify-banner").count() == 0
 
     # generate: watch the job's status and progress move until the video is there
     generate(page, "The history of coffee")

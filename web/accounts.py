@@ -99,3 +99,23 @@ def change_password(cur, current_password: str, new_password: str, email: str) -
 def client_ip(request) -> str | None:
     """The client address the throttle counts (ProxyFix rewrites it behind a proxy)."""
     return request.remote_addr or None
+
+
+def request_password_reset(email: str, ip: str | None) -> None:
+    """Queue a reset mail if the account exists; 429 when this email or IP asked too often."""
+    with db.tx() as cur:
+        cur.execute("select app.request_password_reset(%s, %s) as retry_after", (email.strip(), ip))
+        retry_after = cur.fetchone()["retry_after"]
+    if retry_after is not None:
+        raise ApiError(429, "Too many reset requests. Try again later.", {"Retry-After": retry_after})
+
+
+def reset_password(token: str, new_password: str) -> None:
+    """Set the password through a reset link; every session of that user ends."""
+    problem = passwords.password_problem(new_password)
+    if problem:
+        raise ApiError(422, f"new_password: {problem}", field="new_password")
+    from .identity import sha256
+
+    with db.tx() as cur:
+        cur.execute("select app.reset_password(%s, %s)", (sha256(token), passwords.hash_password(new_password)))

@@ -96,6 +96,9 @@ def checkout_url(cur: Cursor, user_id: str, tier: str) -> str:
     if tier not in PAID_TIERS:
         raise ApiError(422, f"tier: must be one of {', '.join(PAID_TIERS)}", field="tier")
     chosen = plan(cur, tier)
+    cur.execute("select is_verified from users")
+    if not cur.fetchone()["is_verified"]:
+        raise ApiError(403, "Verify your email address before buying a plan (check your inbox, or ask for a new link).")
     cur.execute("select tier, status from app.credit_balance()")
     current = cur.fetchone()
     if current["tier"] == tier and current["status"] in ("active", "trialing", "past_due"):

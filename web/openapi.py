@@ -43,6 +43,12 @@ SCHEMAS = {
     "PasswordChange": obj(["current_password", "new_password"],
                           current_password={"type": "string", "maxLength": 1024},
                           new_password={"type": "string", "minLength": 8, "maxLength": 128}),
+    "TokenRequest": obj(["token"], token={"type": "string", "minLength": 1, "maxLength": 200}),
+    "Verified": obj(["verified"], verified={"const": True}),
+    "Message": obj(["detail"], detail=STRING),
+    "ForgotRequest": obj(["email"], email={"type": "string", "maxLength": 254}),
+    "ResetRequest": obj(["token", "new_password"], token={"type": "string", "minLength": 1, "maxLength": 200},
+                        new_password={"type": "string", "minLength": 8, "maxLength": 128}),
     "Plan": obj(["tier", "name", "price_cents", "price", "credits", "features"], tier={"enum": TIERS},
                 name=STRING, price_cents={"type": "integer"}, price=STRING, credits={"type": "integer"},
                 features={"type": "object"}),
@@ -128,6 +134,16 @@ PATHS = {
     "/v1/auth/me": {"get": operation("The signed-in user", 200, ref("User"), [], tag="auth")},
     "/v1/auth/password": {"post": operation("Change password; every other session ends", 200, ref("TokenPair"),
                                             [], body="PasswordChange", tag="auth")},
+    "/v1/auth/verify": {"post": operation("Confirm an email address with the emailed token", 200, ref("Verified"),
+                                          [], body="TokenRequest", auth=False, tag="auth")},
+    "/v1/auth/verify/resend": {"post": operation("Email a new verification link (3 an hour)", 202, ref("Message"),
+                                                 [409, 429], tag="auth")},
+    "/v1/auth/password/forgot": {"post": operation(
+        "Email a password-reset link; the same answer whether or not the account exists", 202, ref("Message"),
+        [429], body="ForgotRequest", auth=False, tag="auth")},
+    "/v1/auth/password/reset": {"post": operation(
+        "Set a new password with the emailed token; every session ends", 200, ref("Message"), [],
+        body="ResetRequest", auth=False, tag="auth")},
     "/v1/keys": {
         "post": operation("Create an API key (Pro and Agency); the key is shown once", 201, ref("KeyCreated"),
                           [409], body="KeyCreate", tag="keys"),
@@ -148,8 +164,8 @@ PATHS = {
         tag="account")},
     "/v1/billing/plans": {"get": operation("The plans on sale", 200, ref("Plans"), [], auth=False, tag="billing")},
     "/v1/billing/create-checkout-session": {"post": operation(
-        "Start a Stripe Checkout for a plan", 200, ref("CheckoutSession"), [409], body="CheckoutRequest",
-        tag="billing")},
+        "Start a Stripe Checkout for a plan (verified email required)", 200, ref("CheckoutSession"), [409, 503],
+        body="CheckoutRequest", tag="billing")},
     "/v1/billing/portal": {"get": operation("Open the Stripe customer portal", 200, ref("PortalSession"), [404],
                                             tag="billing")},
     "/v1/billing/webhook": {"post": {

@@ -8,6 +8,7 @@ a finished job returns nothing, and completing or failing twice changes nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -22,12 +23,14 @@ from pgqueuer import PgQueuer
 from pgqueuer.errors import RetryRequested
 from pgqueuer.models import Job
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from web.config import from_env
 
 from . import h264
 from .jobs import BadPayload, ClaimedJob, JobControl, job_id_from_payload
+from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
 
 log = logging.getLogger("worker")
@@ -110,6 +113,41 @@ def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSet
             log.info("job %s completed", job_id)
 
 
+# A mail that fails to send is retried this many times in all, backing off.
+MAIL_ATTEMPTS = 5
+
+
+def register_mail(pgq: PgQueuer, pool: AsyncConnectionPool, settings: MailSettings) -> None:
+    """`send_email`: one outbox row per entry; sending twice is prevented by the row's
+    sent_at (the SQL that queued it already made the row unique per event)."""
+
+    @pgq.entrypoint("send_email")
+    async def send_email(queued: Job) -> None:
+        try:
+            email_id = json.loads(queued.payload or b"")["email_id"]
+        except (ValueError, KeyError, TypeError):
+            log.error("dropping mail entry %s: %r", queued.id, queued.payload)
+            return
+        async with pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute("select * from app.claim_email(%s)", (email_id,))
+            row = await cur.fetchone()
+        if row is None:
+            return  # sent already
+        try:
+            message = compose(settings, row["kind"], row["address"], row["full_name"], row["data"], row["token"])
+            await asyncio.to_thread(deliver, settings, message)
+        except Exception as error:  # noqa: BLE001 - recorded, then retried
+            async with pool.connection() as conn:
+                await conn.execute("select app.finish_email(%s, %s)", (email_id, str(error)[:500]))
+            if queued.attempts + 1 < MAIL_ATTEMPTS:
+                raise RetryRequested(delay=timedelta(seconds=5 * 3 ** queued.attempts), reason=str(error)) from error
+            log.error("giving up on mail %s: %s", email_id, error)
+            return
+        async with pool.connection() as conn:
+            await conn.execute("select app.finish_email(%s)", (email_id,))
+        log.info("mail %s (%s) sent", email_id, row["kind"])
+
+
 # Daily, in the small hours: free subscriptions whose month ended get their credits back.
 FREE_RENEWAL_CRON = "15 3 * * *"
 
@@ -157,6 +195,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None) -> AsyncIterat
         pgq = PgQueuer.from_asyncpg_connection(queue_conn)
         register_entrypoints(pgq, JobControl(pool), settings)
         register_schedules(pgq, pool)
+        register_mail(pgq, pool, MailSettings.from_env())
         yield pgq
     finally:
         await pool.close()

@@ -107,3 +107,43 @@ def change_password():
         pair = identity.new_token_pair(account.id, version)
         identity.store_new_refresh_token(cur, pair)
     return _tokens_response(account, pair)
+
+
+FORGOT_ANSWER = "If an account exists for that address, we have sent it a link to reset the password."
+
+
+@api.post("/auth/verify")
+def verify_email():
+    token = string_field(json_body(), "token", min_length=1, max_length=200)
+    with db.tx() as cur:
+        cur.execute("select app.verify_email(%s)", (identity.sha256(token),))
+    return jsonify(verified=True)
+
+
+@api.post("/auth/verify/resend")
+@require_auth
+def resend_verification():
+    with user_tx() as cur:
+        cur.execute("select app.resend_verification()")
+    response = jsonify(detail="Verification email sent.")
+    response.status_code = 202
+    return response
+
+
+@api.post("/auth/password/forgot")
+def forgot_password():
+    """Always the same 202 whether or not the account exists (no enumeration)."""
+    email = string_field(json_body(), "email", max_length=254, strip=True)
+    accounts.request_password_reset(email, accounts.client_ip(request))
+    response = jsonify(detail=FORGOT_ANSWER)
+    response.status_code = 202
+    return response
+
+
+@api.post("/auth/password/reset")
+def reset_password():
+    body = json_body()
+    token = string_field(body, "token", min_length=1, max_length=200)
+    new_password = string_field(body, "new_password", max_length=1024)
+    accounts.reset_password(token, new_password)
+    return jsonify(detail="Password updated. Sign in with your new password.")

@@ -43,3 +43,13 @@ class GenerateForm(FlaskForm):
 class CheckoutForm(FlaskForm):
     tier = SelectField("Plan", choices=[SelectChoice("starter", "Starter"), SelectChoice("pro", "Pro"),
                                         SelectChoice("agency", "Agency")])
+
+
+class ForgotPasswordForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+
+
+class ResetPasswordForm(FlaskForm):
+    new_password = PasswordField("New password", validators=[DataRequired(), Length(min=8, max=128)])
+    confirm = PasswordField("Repeat new password",
+                            validators=[DataRequired(), EqualTo("new_password", "The passwords do not match.")])

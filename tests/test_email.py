@@ -1,0 +1,223 @@
+"""Email as users meet it, through a real SMTP server on loopback (aiosmtpd) and the real
+worker: verify the address, reset a forgotten password, receipts and payment notices."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from email import message_from_bytes, policy
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from web import billing
+
+from .conftest import STRONG_PASSWORD, api_signup, bearer, client_with_own_ip, unique_email
+from .stripe_fakes import free_port
+from .stripe_payloads import MONTH, event, payment_failed, signed
+from .test_auth_ui import csrf_token, log_in
+from .test_worker import run_in_process
+from worker.render import render_short
+
+
+class Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+        return "250 OK"
+
+    def to(self, address: str, subject_part: str = "") -> list:
+        return [m for m in self.messages if address in m["To"] and subject_part in m["Subject"]]
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()
+
+
+@pytest.fixture
+def deliver(smtp, database_dsn, media_root, monkeypatch, empty_queue):
+    """deliver() runs the real worker until the queue is empty, mailing through the SMTP server."""
+    controller, inbox = smtp
+    monkeypatch.setenv("SMTP_URL", f"smtp://127.0.0.1:{controller.port}")
+    monkeypatch.setenv("APP_URL", "http://localhost")
+    monkeypatch.setenv("MAIL_FROM", "Story Genius <hello@storygenius.test>")
+    return lambda: run_in_process(database_dsn, media_root, render_short)
+
+
+def link_in(message, path: str) -> str:
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    html = message.get_body(preferencelist=("html",)).get_content()
+    token = re.search(rf"http://localhost{path}\?token=([0-9a-f]+)", text).group(1)
+    assert token in html and "<img" not in html  # the same link in both parts; no tracking pixels
+    return token
+
+
+def test_signup_verification_link_works_once(app, smtp, deliver, connect):
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("verify")
+    user = api_signup(client, email=email)
+    deliver()
+    mails = inbox.to(email, "Confirm your email")
+    assert len(mails) == 1 and mails[0]["From"] == "Story Genius <hello@storygenius.test>"
+    token = link_in(mails[0], "/verify")
+    assert client.get(f"/verify?token={token}").status_code == 302
+    assert client.get("/v1/auth/me", headers=bearer(user["access_token"])).get_json()["is_verified"] is True
+    again = client.get(f"/verify?token={token}")
+    assert again.status_code == 422 and "already been used" in again.get_data(as_text=True)
+    tampered = client.get(f"/verify?token={token[:-2]}00")
+    assert tampered.status_code == 422 and "not valid" in tampered.get_data(as_text=True)
+    assert client.post("/v1/auth/verify", json={"token": token}).status_code == 422
+
+
+def test_expired_verification_link(app, smtp, deliver, connect):
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("expired")
+    api_signup(client, email=email)
+    deliver()
+    token = link_in(inbox.to(email, "Confirm")[0], "/verify")
+    connect("postgres").execute("update email_tokens set expires_at = now() - interval '1 minute' "
+                                "where token_hash = sha256(convert_to(%s, 'UTF8'))", (token,))
+    response = client.post("/v1/auth/verify", json={"token": token})
+    assert response.status_code == 422 and "expired" in response.get_json()["detail"]
+
+
+def test_fourth_resend_in_an_hour_is_429(app, smtp, deliver):
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("resend")
+    auth = bearer(api_signup(client, email=email)["access_token"])
+    assert [client.post("/v1/auth/verify/resend", headers=auth).status_code for _ in range(4)] == [202, 202, 202, 429]
+    deliver()
+    assert len(inbox.to(email, "Confirm")) == 4  # signup + 3 resends
+
+
+def test_unverified_users_make_videos_but_cannot_buy_or_make_keys(app, connect):
+    client = client_with_own_ip(app)
+    tokens = api_signup(client)
+    auth = bearer(tokens["access_token"])
+    connect("postgres").execute("update subscriptions set tier = 'pro' where user_id = %s", (tokens["user"]["id"],))
+    assert client.post("/v1/shorts/generate", json={"platform": "tiktok", "topic": "still allowed"},
+                       headers=auth).status_code == 202
+    keys = client.post("/v1/keys", json={"name": "nope"}, headers=auth)
+    assert keys.status_code == 403 and "Verify your email" in keys.get_json()["detail"]
+    checkout = client.post("/v1/billing/create-checkout-session", json={"tier": "agency"}, headers=auth)
+    assert checkout.status_code == 403 and "Verify your email" in checkout.get_json()["detail"]
+
+
+def test_verification_banner_and_resend_button(app):
+    browser = app.test_client()
+    page = browser.get("/signup").get_data(as_text=True)
+    browser.post("/signup", data={"csrf_token": csrf_token(page), "email": unique_email("banner"),
+                                  "password": STRONG_PASSWORD})
+    page = browser.get("/dashboard").get_data(as_text=True)
+    assert 'id="verify-banner"' in page
+    response = browser.post("/verify/resend", data={"csrf_token": csrf_token(page)})
+    assert response.status_code == 302
+    assert "We sent a new link" in browser.get("/dashboard").get_data(as_text=True)
+
+
+def test_password_reset_walkthrough(app, smtp, deliver):
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("reset")
+    old = api_signup(client, email=email)
+    browser = client_with_own_ip(app)
+    assert log_in(browser, email).status_code == 302
+    known = client.post("/v1/auth/password/forgot", json={"email": email})
+    unknown = client.post("/v1/auth/password/forgot", json={"email": unique_email("nobody")})
+    assert known.status_code == unknown.status_code == 202
+    assert known.get_json() == unknown.get_json()
+    deliver()
+    mails = inbox.to(email, "Reset your")
+    assert len(mails) == 1
+    token = link_in(mails[0], "/reset")
+    # the page behind the link: a CSRF-protected form
+    page = browser.get(f"/reset?token={token}").get_data(as_text=True)
+    assert 'name="new_password"' in page
+    weak = client.post("/v1/auth/password/reset", json={"token": token, "new_password": "password"})
+    assert weak.status_code == 422
+    done = client.post("/v1/auth/password/reset", json={"token": token, "new_password": "a-brand-new-phrase-77"})
+    assert done.status_code == 200
+    again = client.post("/v1/auth/password/reset", json={"token": token, "new_password": "another-new-phrase-88"})
+    assert again.status_code == 422 and "already been used" in again.get_json()["detail"]
+    # everything issued before the reset is dead; only the new password opens the account
+    assert client.get("/v1/auth/me", headers=bearer(old["access_token"])).status_code == 401
+    assert client.post("/v1/auth/refresh", json={"refresh_token": old["refresh_token"]}).status_code == 401
+    assert browser.get("/dashboard").status_code == 302
+    assert client.post("/v1/auth/login", json={"email": email, "password": STRONG_PASSWORD}).status_code == 401
+    assert client.post("/v1/auth/login", json={"email": email, "password": "a-brand-new-phrase-77"}).status_code == 200
+
+
+def test_reset_form_page(app, smtp, deliver):
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("resetpage")
+    api_signup(client, email=email)
+    page = client.get("/forgot").get_data(as_text=True)
+    response = client.post("/forgot", data={"csrf_token": csrf_token(page), "email": email})
+    assert response.status_code == 302
+    assert "If an account exists" in client.get("/login").get_data(as_text=True)
+    deliver()
+    token = link_in(inbox.to(email, "Reset your")[0], "/reset")
+    page = client.get(f"/reset?token={token}").get_data(as_text=True)
+    mismatch = client.post(f"/reset?token={token}", data={"csrf_token": csrf_token(page), "new_password": "x-new-phrase-9a",
+                                                            "confirm": "different"})
+    assert mismatch.status_code == 422
+    done = client.post(f"/reset?token={token}", data={"csrf_token": csrf_token(page), "new_password": "x-new-phrase-9a",
+                                                       "confirm": "x-new-phrase-9a"})
+    assert done.status_code == 302
+    assert log_in(client_with_own_ip(app), email, "x-new-phrase-9a").status_code == 302
+    bad = client.get("/reset?token=deadbeef")
+    assert bad.status_code == 200  # the form shows; submitting it says the link is not valid
+    page = bad.get_data(as_text=True)
+    refused = client.post("/reset?token=deadbeef", data={"csrf_token": csrf_token(page),
+                                                         "new_password": "x-new-phrase-9b", "confirm": "x-new-phrase-9b"})
+    assert refused.status_code == 422 and "not valid" in refused.get_data(as_text=True)
+
+
+def test_forgot_is_throttled_per_email(app):
+    client = client_with_own_ip(app)
+    email = unique_email("throttle")
+    statuses = [client.post("/v1/auth/password/forgot", json={"email": email}).status_code for _ in range(4)]
+    assert statuses == [202, 202, 202, 429]
+
+
+def test_one_receipt_however_often_stripe_delivers(app, smtp, deliver, connect):
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("receipt")
+    user = api_signup(client, email=email)
+    admin = connect("postgres")
+    admin.execute("update subscriptions set stripe_customer_id = 'cus_receipt_' || left(user_id::text, 8) "
+                  "where user_id = %s", (user["user"]["id"],))
+    customer = f"cus_receipt_{user['user']['id'][:8]}"
+    now = int(time.time())
+    invoice = {"id": f"in_receipt_{now}", "object": "invoice", "customer": customer, "subscription": f"sub_r_{now}",
+               "billing_reason": "subscription_create", "amount_paid": 900,
+               "subscription_details": {"metadata": {"tier": "starter"}},
+               "lines": {"data": [{"price": {"id": "price_not_configured"}, "period": {"start": now, "end": now + MONTH}}]}}
+    paid = event("invoice.paid", invoice)
+    with app.app_context():
+        secret = billing.webhook_secret()
+    for payload in (paid, paid, paid, event("invoice.payment_succeeded", invoice)):
+        body, headers = signed(payload, secret)
+        assert client.post("/v1/billing/webhook", data=body, headers=headers).status_code == 200
+    body, headers = signed(payment_failed(customer, invoice["subscription"]), secret)
+    client.post("/v1/billing/webhook", data=body, headers=headers)
+    deliver()
+    receipts = inbox.to(email, "receipt")
+    assert len(receipts) == 1
+    text = receipts[0].get_body(preferencelist=("plain",)).get_content()
+    assert "Starter" in text and "$9.00" in text and "Credits granted: 20" in text
+    notices = inbox.to(email, "payment failed")
+    assert len(notices) == 1 and "http://localhost/billing/portal" in notices[0].get_body(
+        preferencelist=("plain",)).get_content()
