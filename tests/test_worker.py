@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,7 +54,20 @@ def run_in_process(database_dsn: str, media_root: Path, renderer) -> None:
                                             dequeue_timeout=timedelta(seconds=1), shutdown=asyncio.Event()),
                                timeout=120)
 
-    asyncio.run(main())
+    # in a thread of its own: the browser tests' Playwright keeps an event loop running in this one
+    outcome: list[BaseException] = []
+
+    def target():
+        try:
+            asyncio.run(main())
+        except BaseException as error:  # noqa: BLE001 - re-raised below, in the test's thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if outcome:
+        raise outcome[0]
 
 
 def generate(api, auth, **payload) -> str:
