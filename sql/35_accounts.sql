@@ -100,6 +100,19 @@ as $$ select u.password_hash from public.users u where u.id = app.require_user_i
 grant execute on function app.current_password_hash() to sg_app;
 
 /**
+ * Ends every refresh token and browser session of a user (password change or reset,
+ * disabled account). Runs with the caller's rights: RLS decides whose rows it reaches.
+ */
+create or replace function app._end_sessions(uid uuid) returns void
+language sql
+set search_path = pg_catalog, pg_temp
+as $$
+  update public.refresh_tokens t set revoked_at = now() where t.user_id = uid and t.revoked_at is null;
+  update public.browser_sessions b set revoked_at = now() where b.user_id = uid and b.revoked_at is null;
+$$;
+grant execute on function app._end_sessions(uuid) to sg_service;
+
+/**
  * Sets the current user's password and ends every session issued before: refresh
  * tokens and browser sessions are revoked, and the bumped session_version rejects
  * outstanding access tokens. Returns the new session_version.
@@ -119,8 +132,7 @@ begin
      set password_hash = new_password_hash, session_version = u.session_version + 1, updated_at = now()
    where u.id = uid
   returning u.session_version into version;
-  update public.refresh_tokens t set revoked_at = now() where t.user_id = uid and t.revoked_at is null;
-  update public.browser_sessions b set revoked_at = now() where b.user_id = uid and b.revoked_at is null;
+  perform app._end_sessions(uid);
   return version;
 end
 $$;
@@ -478,8 +490,7 @@ begin
     raise exception 'No user with email %', email using errcode = 'P0404';
   end if;
   if not active then
-    update public.refresh_tokens t set revoked_at = now() where t.user_id = uid and t.revoked_at is null;
-    update public.browser_sessions b set revoked_at = now() where b.user_id = uid and b.revoked_at is null;
+    perform app._end_sessions(uid);
   end if;
   return uid;
 end

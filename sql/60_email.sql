@@ -200,8 +200,7 @@ begin
   update public.users u
      set password_hash = new_password_hash, session_version = u.session_version + 1, updated_at = now()
    where u.id = uid;
-  update public.refresh_tokens t set revoked_at = now() where t.user_id = uid and t.revoked_at is null;
-  update public.browser_sessions b set revoked_at = now() where b.user_id = uid and b.revoked_at is null;
+  perform app._end_sessions(uid);
   return uid;
 end
 $$;
