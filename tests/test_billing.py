@@ -4,7 +4,6 @@ tests send signed events the way Stripe does, in every order and multiplicity.""
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 from types import SimpleNamespace

@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import stripe
 
 from .stripe_fakes import RecordingProxy, free_port, start_localstripe, wait_for_port
 from .stripe_payloads import checkout_completed, invoice_paid, signed

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from .conftest import acting_as, balance, ledger_sum, set_balance
+from .conftest import acting_as, balance, ledger_sum
 
 CONCURRENT_CALLS = 200
 

@@ -2,7 +2,6 @@
 worker: verify the address, reset a forgotten password, receipts and payment notices."""
 from __future__ import annotations
 
-import json
 import re
 import time
 from email import message_from_bytes, policy

@@ -18,7 +18,7 @@ from web import create_app
 from web.config import role_dsn
 from web.migrate import migrate
 
-from .conftest import PASSWORD_HASH, STRONG_PASSWORD, api_signup, bearer, client_with_own_ip, throwaway_database
+from .conftest import PASSWORD_HASH, api_signup, bearer, client_with_own_ip, throwaway_database
 from .stripe_fakes import LiveServer
 from .stripe_payloads import MONTH, checkout_completed, invoice_paid, payment_failed, signed, subscription_event
 

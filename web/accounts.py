@@ -8,6 +8,7 @@ from uuid import UUID
 from email_validator import EmailNotValidError, validate_email
 from . import db, passwords
 from .errors import ApiError
+from .identity import sha256
 
 INVALID_LOGIN = "Invalid email or password."
 
@@ -115,7 +116,5 @@ def reset_password(token: str, new_password: str) -> None:
     problem = passwords.password_problem(new_password)
     if problem:
         raise ApiError(422, f"new_password: {problem}", field="new_password")
-    from .identity import sha256
-
     with db.tx() as cur:
         cur.execute("select app.reset_password(%s, %s)", (sha256(token), passwords.hash_password(new_password)))

@@ -129,8 +129,7 @@ def skip_template(width: int, height: int, max_frames: int, cache_dir: Path) -> 
         sps = next(u for u in units if nal_type(u) == NAL_SPS)
         pps = next(u for u in units if nal_type(u) == NAL_PPS)
         slices = tuple(u for u in units if nal_type(u) == NAL_SLICE)
-        if [nal_type(u) for u in units if nal_type(u) in (NAL_IDR, NAL_SLICE)].count(NAL_IDR) != 1 \
-                or len(slices) != frames - 1:
+        if sum(nal_type(u) == NAL_IDR for u in units) != 1 or len(slices) != frames - 1:
             raise EncodeError("unexpected skip template layout")
         template = SkipTemplate(sps, pps, slices)
         _templates[(width, height)] = template
