@@ -118,7 +118,7 @@ begin
 
   select coalesce((p.features ->> 'queue_priority')::integer, 0) into priority
     from public.plans p where p.tier = paid_tier;
-  -- pgqueuer's own trigger sends the NOTIFY when this commits.
+  -- no NOTIFY: workers poll (migrations/0008 says why)
   insert into public.pgqueuer (priority, entrypoint, payload, status, dedupe_key)
   values (priority, 'render', convert_to(json_build_object('job_id', new_job)::text, 'UTF8'),
           'queued', 'render:' || new_job);

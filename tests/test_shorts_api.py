@@ -154,3 +154,26 @@ def test_usage_days_is_validated_not_formatted_into_sql(api, user, days):
     assert response.status_code == 422
     assert response.get_json()["detail"].startswith("days:")
 
+
+
+def test_an_ended_session_cannot_generate_and_spends_nothing(api, user, connect):
+    """The identity check and the spend travel together (web/db.py `call`): a refused
+    check rolls the spend back with it."""
+    admin = connect("postgres")
+    api.post("/v1/shorts/generate", json=GOOD, headers=user["auth"])
+    admin.execute("update users set session_version = session_version + 1 where id = %s", (user["id"],))
+    response = api.post("/v1/shorts/generate", json=GOOD, headers=user["auth"])
+    assert response.status_code == 401 and response.get_json() == {"detail": "Session expired. Please sign in again."}
+    assert admin.execute("select credits_remaining from subscriptions where user_id = %s",
+                         (user["id"],)).fetchone()["credits_remaining"] == 4
+    assert admin.execute("select count(*) as n from jobs where user_id = %s", (user["id"],)).fetchone()["n"] == 1
+
+
+def test_enqueueing_sends_no_notify(api, user, new_connection):
+    """Workers poll (migrations/0008): a NOTIFY per enqueue would serialise every
+    generate request's commit behind every other one's."""
+    listener = new_connection("postgres")
+    listener.autocommit = True
+    listener.execute("listen ch_pgqueuer")
+    assert api.post("/v1/shorts/generate", json=GOOD, headers=user["auth"]).status_code == 202
+    assert list(listener.notifies(timeout=0.5)) == []

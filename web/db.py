@@ -14,7 +14,7 @@ from uuid import UUID
 
 import psycopg
 from flask import Flask, current_app, g
-from psycopg import Cursor
+from psycopg import ClientCursor, Cursor
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -63,6 +63,34 @@ class LazyPool:
 def init_app(app: Flask) -> None:
     """Attach a (lazily opened) pool for the sg_app role to the app."""
     app.extensions[_EXTENSION] = LazyPool(app.config["APP_DATABASE_URL"], app.config["DB_POOL_MAX"])
+
+
+def call(sql: str, params: tuple = (), *, identity: "Identity | None" = None,
+         user_id: UUID | str | None = None) -> list[dict]:
+    """Runs one statement (a function call) for `identity` or `user_id` in one round trip; its rows.
+
+    The identity check (or the setting of `app.user_id`) and the statement travel as one
+    simple-protocol message, values bound client-side by psycopg, and Postgres runs such
+    a message as one implicit transaction: the transaction-local user holds for the
+    statement, a refusal by either rolls both back, and no BEGIN or COMMIT makes a trip
+    of its own. For the busiest single-call paths; `tx` is for anything longer.
+    """
+    if identity is not None:
+        check_sql, check_params = identity.check()
+    else:
+        check_sql, check_params = "select set_config('app.user_id', %s, true) as user_id", (str(user_id or ""),)
+    pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
+    try:
+        with pool.connection() as conn, ClientCursor(conn, row_factory=dict_row) as cur:
+            cur.execute(f"{check_sql}; {sql}", (*check_params, *params))
+            g.user_id = str(cur.fetchone()["user_id"]) or None  # for the request's log line
+            cur.nextset()
+            return cur.fetchall()
+    except psycopg.Error as error:
+        refusal = api_error_for(error)
+        if refusal is not None:
+            raise refusal from error
+        raise
 
 
 @contextmanager

@@ -42,9 +42,13 @@ class AccessToken:
     user_id: UUID
     session_version: int
 
+    def check(self) -> tuple[str, tuple]:
+        """The database check as SQL: its one row's user_id is the user it made current."""
+        return "select app.authenticate_access(%s, %s) as user_id", (self.user_id, self.session_version)
+
     def authenticate(self, cur: Cursor) -> UUID:
-        cur.execute("select app.authenticate_access(%s, %s)", (self.user_id, self.session_version))
-        return self.user_id
+        cur.execute(*self.check())
+        return cur.fetchone()["user_id"]
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,12 @@ class ApiKey:
 
     key_hash: bytes
 
+    def check(self) -> tuple[str, tuple]:
+        """The database check as SQL: its one row's user_id is the user it made current."""
+        return "select app.authenticate_api_key(%s) as user_id", (self.key_hash,)
+
     def authenticate(self, cur: Cursor) -> UUID:
-        cur.execute("select app.authenticate_api_key(%s) as user_id", (self.key_hash,))
+        cur.execute(*self.check())
         return cur.fetchone()["user_id"]
 
 

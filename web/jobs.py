@@ -1,12 +1,17 @@
 """Render jobs as users see them: shared by the JSON API and the dashboard."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from psycopg import Cursor
 from psycopg.types.json import Jsonb
 
+from . import db
 from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .identity import Identity
 
 PLATFORMS = ("youtube_shorts", "tiktok", "instagram_reels")
 PLATFORM_NAMES = {"youtube_shorts": "YouTube Shorts", "tiktok": "TikTok", "instagram_reels": "Instagram Reels"}
@@ -22,11 +27,13 @@ def clean_topic(topic: str) -> str:
     return " ".join(topic.split())
 
 
-def generate(cur: Cursor, platform: str, topic: str, duration: int) -> dict:
-    """Spend one credit on a new render job (one SQL call: credit, job, ledger, queue)."""
-    cur.execute("select * from app.spend_credit_and_create_job(%s, %s, %s)",
-                (platform, topic, Jsonb({"duration_seconds": duration})))
-    return cur.fetchone()
+def generate(platform: str, topic: str, duration: int, *, identity: "Identity | None" = None,
+             user_id: UUID | None = None) -> dict:
+    """Spend one credit on a new render job for the caller: one SQL call (credit, job,
+    ledger, queue entry) in one round trip. Its row: job_id, credits_remaining."""
+    [created] = db.call("select * from app.spend_credit_and_create_job(%s, %s, %s)",
+                        (platform, topic, Jsonb({"duration_seconds": duration})), identity=identity, user_id=user_id)
+    return created
 
 
 def parse_job_id(job_id: str) -> UUID:

@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drain", action="store_true", help="exit once the queue is empty")
     parser.add_argument("--heartbeat-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="re-deliver a job whose worker has been silent this long (default 30)")
+    parser.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS",
+                        help="how often an idle worker looks for queued jobs (default 0.5); "
+                             "enqueueing sends no NOTIFY (migrations/0008)")
     parser.add_argument("--concurrency", type=int, default=2, metavar="N",
                         help="jobs handled at once by this process, at least 2 (default 2)")
     args = parser.parse_args(argv)
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             # so fetch one at a time and let --concurrency bound the total.
             batch_size=1,
             max_concurrent_tasks=max(args.concurrency, 2),
-            dequeue_timeout=timedelta(seconds=5),
+            dequeue_timeout=timedelta(seconds=args.poll_interval),
         )
     )
 

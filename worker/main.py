@@ -182,8 +182,8 @@ def _asyncpg_params(dsn: str) -> dict:
 
 @asynccontextmanager
 async def create_pgqueuer(settings: WorkerSettings | None = None) -> AsyncIterator[PgQueuer]:
-    """Factory for pgqueuer.run: an asyncpg connection for the queue (its listener wakes
-    at once on NOTIFY) and a small psycopg pool for the job-control calls."""
+    """Factory for pgqueuer.run: an asyncpg connection for the queue and a small psycopg
+    pool for the job-control calls."""
     settings = settings or WorkerSettings.from_env()
     settings.media_root.mkdir(parents=True, exist_ok=True)
     threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache",), daemon=True).start()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from flask import jsonify, request
+from flask import g, jsonify, request
 
 from .. import jobs
 from ..errors import ApiError
@@ -24,8 +24,7 @@ def generate():
         raise ApiError(422, "topic: must be 3 to 200 characters", field="topic")
     duration = int_field(body, "duration_seconds", default=jobs.DEFAULT_DURATION,
                          minimum=jobs.MIN_DURATION, maximum=jobs.MAX_DURATION)
-    with user_tx() as cur:
-        created = jobs.generate(cur, platform, topic, duration)
+    created = jobs.generate(platform, topic, duration, identity=g.identity)
     response = jsonify(job_id=str(created["job_id"]), status="queued", credits_remaining=created["credits_remaining"])
     response.status_code = 202
     response.headers["Location"] = f"/v1/jobs/{created['job_id']}"

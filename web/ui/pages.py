@@ -38,8 +38,7 @@ def generate():
         return _dashboard(form, 422)
     topic = jobs.clean_topic(form.topic.data)
     try:
-        with db.tx(current_user.id) as cur:
-            jobs.generate(cur, form.platform.data, topic, form.duration_seconds.data)
+        jobs.generate(form.platform.data, topic, form.duration_seconds.data, user_id=current_user.id)
     except ApiError as error:
         form.form_errors.append(error.detail)
         return _dashboard(form, error.status)
