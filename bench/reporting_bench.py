@@ -40,6 +40,10 @@ insert into jobs (user_id, platform, topic, status, tier_at_creation, created_at
          now() - (g % 365) * interval '1 day', now() - (g % 365) * interval '1 day',
          now() - (g % 365) * interval '1 day' + interval '3 seconds'
     from users u, generate_series(1, 2) g;
+-- what app.spend_credit_and_create_job keeps beside the balance
+update subscriptions s set last_job_at = newest.created_at
+  from (select user_id, max(created_at) as created_at from jobs group by user_id) newest
+ where newest.user_id = s.user_id;
 insert into credit_ledger (user_id, delta, reason, idempotency_key, created_at)
   select u.id, case when g = 1 then 5 else -1 end, case when g = 1 then 'signup_grant' else 'render' end,
          'bench:' || u.id || ':' || g, now() - (g * 7 % 365) * interval '1 day'

@@ -67,15 +67,19 @@ create view reporting.job_outcomes as
     from public.jobs j
    group by 1, 2;
 
-/** One row per user: plan, balance, output and recency (no contact details). */
+/**
+ * One row per user: plan, balance, output and recency (no contact details).
+ * last_active needs no job aggregate (subscriptions.last_job_at is kept by the spend),
+ * and videos_made is a per-row subquery, so "top 100 by last_active" counts the jobs
+ * of those 100 users only: Postgres evaluates such costly output columns after ORDER
+ * BY + LIMIT, and skips them when a query does not ask for them.
+ */
 create view reporting.user_summary as
   select u.id as user_id, s.tier, u.created_at as signed_up, s.credits_remaining,
-         coalesce(j.videos_made, 0)::integer as videos_made,
-         greatest(u.last_login, j.last_job) as last_active
+         (select count(*) from public.jobs j where j.user_id = u.id and j.status = 'completed')::integer
+           as videos_made,
+         greatest(u.last_login, s.last_job_at) as last_active
     from public.users u
-    join public.subscriptions s on s.user_id = u.id
-    left join (select user_id, count(*) filter (where status = 'completed') as videos_made,
-                      max(created_at) as last_job
-                 from public.jobs group by user_id) j on j.user_id = u.id;
+    join public.subscriptions s on s.user_id = u.id;
 
 grant select on all tables in schema reporting to sg_analyst;

@@ -121,3 +121,12 @@ def test_figures_match_the_fixture(analyst, reporting_db):
     # the weekly report's "average credits per user"
     assert q("select round(avg(credits_remaining), 2) as avg from reporting.user_summary")[0]["avg"] == \
         Decimal("11.33")  # (25 + 4 + 5) / 3
+
+
+def test_last_active_is_the_newest_job_or_login(analyst, reporting_db):
+    dsn, users = reporting_db
+    with psycopg.connect(dsn) as admin:
+        newest_job = admin.execute("select max(created_at) from jobs where user_id = %s", (users[1],)).fetchone()[0]
+    top = analyst.execute("select user_id, last_active, videos_made from reporting.user_summary "
+                          "order by last_active desc nulls last limit 2").fetchall()
+    assert top[0] == {"user_id": users[1], "last_active": newest_job, "videos_made": 1}
