@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -20,6 +21,7 @@ from web.passwords import hasher
 
 from .common import bench_database, live_server
 
+LOGIN_ROUNDS = 5
 WEBHOOK_SECRET = "whsec_bench_" + "w" * 24
 
 
@@ -77,11 +79,17 @@ def run() -> list[dict]:
         script = tmp / "login.lua"
         script.write_text(_lua_cycle([("/v1/auth/login", json.dumps({"email": e, "password": "velvet-otter-canyon-42"}),
                                        {"Content-Type": "application/json"}) for e in emails]))
-        logins = _wrk(base, script, connections=8)
-        raw = argon2_verifies_per_second()
+        # this machine's speed drifts by tens of percent within a minute, so the two are
+        # measured in alternation and each ratio compares neighbours
+        rounds = [(argon2_verifies_per_second(seconds=3), _wrk(base, script, connections=8, seconds=5))
+                  for _ in range(LOGIN_ROUNDS)]
+        raw = statistics.median(r for r, _ in rounds)
+        logins = statistics.median(n for _, n in rounds)
+        ratio = statistics.median(r / n for r, n in rounds)
         rows.append({"benchmark": "POST /v1/auth/login (2 gunicorn workers)", "figure": f"{logins:.0f} logins/s"})
         rows.append({"benchmark": "raw argon2id verify (2 threads, same parameters)", "figure": f"{raw:.0f} verifies/s"})
-        rows.append({"benchmark": "login overhead (raw / login)", "figure": f"{raw / logins:.2f}x (goal <= 1.2x)"})
+        rows.append({"benchmark": f"login overhead (raw / login, median of {LOGIN_ROUNDS} alternating rounds)",
+                     "figure": f"{ratio:.2f}x (goal <= 1.2x)"})
 
         # -- webhook events per second: unique, signed, stored and applied
         with psycopg.connect(dsn, autocommit=True) as admin:
