@@ -2,7 +2,7 @@
 -- email and per IP. With every attempt in one index per column, each login also walked
 -- all recent *successful* attempts from its IP (an office behind one NAT address, or a
 -- load test, makes thousands): partial indexes keep each lookup to the rows it counts.
--- depends: 0009.subscription_last_job
+-- depends: 0009.subscription_last_active
 
 drop index login_attempts_email_idx;
 drop index login_attempts_ip_idx;

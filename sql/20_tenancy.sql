@@ -56,6 +56,23 @@ alter table public.login_attempts force row level security;
 drop policy if exists "service functions reach every row" on public.login_attempts;
 create policy "service functions reach every row" on public.login_attempts for all to sg_service
   using (true) with check (true);
+-- The reporting roll-ups: written by app.roll_up_reporting (sg_service), read by the views.
+do $$
+declare
+  rollup_table text;
+begin
+  foreach rollup_table in array array['credit_flow_days', 'reporting_rollups'] loop
+    execute format('alter table public.%I enable row level security', rollup_table);
+    execute format('alter table public.%I force row level security', rollup_table);
+    execute format('drop policy if exists "service functions reach every row" on public.%I', rollup_table);
+    execute format('create policy "service functions reach every row" on public.%I for all to sg_service '
+                   'using (true) with check (true)', rollup_table);
+    execute format('drop policy if exists "reporting reads every row" on public.%I', rollup_table);
+    execute format('create policy "reporting reads every row" on public.%I for select to sg_reporting using (true)',
+                   rollup_table);
+  end loop;
+end
+$$;
 
 -- Table privileges: this file is their single source of truth, so start from nothing.
 revoke all on all tables in schema public from public, sg_app, sg_worker, sg_service, sg_reporting, sg_analyst;
@@ -82,13 +99,14 @@ grant select, insert, update, delete on
   public.email_outbox
   to sg_service;
 grant select, insert on public.credit_ledger to sg_service;
+grant select, insert, update on public.credit_flow_days, public.reporting_rollups to sg_service;
 grant select, insert on public.pgqueuer to sg_service;
 grant usage on sequence public.pgqueuer_id_seq to sg_service;
 
 -- The reporting views' owner reads what the views aggregate; it can write nothing.
 grant usage on schema public to sg_reporting;
 grant select on public.users, public.subscriptions, public.plans, public.jobs, public.credit_ledger,
-  public.usage_logs, public.stripe_events
+  public.usage_logs, public.stripe_events, public.credit_flow_days, public.reporting_rollups
   to sg_reporting;
 
 -- The worker drives pgqueuer and nothing else directly.

@@ -99,7 +99,7 @@ begin
   end if;
 
   update public.subscriptions s
-     set credits_remaining = s.credits_remaining - 1, updated_at = now(), last_job_at = now()
+     set credits_remaining = s.credits_remaining - 1, updated_at = now(), last_active_at = now()
    where s.user_id = uid and s.credits_remaining >= 1
   returning s.credits_remaining, s.tier into left_after, paid_tier;
   if not found then

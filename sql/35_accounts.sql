@@ -315,7 +315,7 @@ grant execute on function app.login_attempt(text, inet) to sg_app;
 
 /**
  * Second half of a successful login: marks the attempt succeeded (which resets the
- * email's throttle), stamps last_login, stores a rehash when the parameters changed,
+ * email's throttle), stamps last_login (and the account's last_active_at), stores a rehash when the parameters changed,
  * and makes the user current for the rest of the transaction. Only for a fresh
  * attempt on that user's own email.
  */
@@ -337,6 +337,7 @@ begin
      set last_login = now(),
          password_hash = coalesce(new_password_hash, u.password_hash)
    where u.id = user_id;
+  update public.subscriptions s set last_active_at = now() where s.user_id = user_id;
   perform set_config('app.user_id', user_id::text, true);
   return app.account_of(user_id);
 end

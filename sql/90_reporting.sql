@@ -6,7 +6,7 @@
 -- below plus a SELECT-only RLS policy "reporting reads every row". What leaves the
 -- database is therefore exactly what these view definitions select: aggregates and ids,
 -- never an email address, a password/key/token hash, or a raw Stripe payload.
--- Like `app`, the schema holds no data and is rebuilt on every migrate.
+-- Like `app`, the schema holds no data and is rebuilt on every migrate. Days are UTC days.
 set local role sg_owner;
 
 drop schema if exists reporting cascade;
@@ -19,13 +19,13 @@ set local role sg_reporting;
 
 /** New accounts per day. */
 create view reporting.daily_signups as
-  select u.created_at::date as day, count(*)::integer as signups
+  select (u.created_at at time zone 'UTC')::date as day, count(*)::integer as signups
     from public.users u
    group by 1;
 
 /** Completed Stripe checkouts per day and plan bought (a paid conversion each). */
 create view reporting.paid_conversions as
-  select to_timestamp((e.payload ->> 'created')::bigint)::date as day,
+  select (to_timestamp((e.payload ->> 'created')::bigint) at time zone 'UTC')::date as day,
          e.payload #>> '{data,object,metadata,tier}' as tier,
          count(distinct e.payload #>> '{data,object,metadata,user_id}')::integer as conversions
     from public.stripe_events e
@@ -34,14 +34,14 @@ create view reporting.paid_conversions as
 
 /** Monthly recurring revenue by plan, as of today (subscriptions in good standing or retrying). */
 create view reporting.mrr as
-  select current_date as day, s.tier, count(*)::integer as subscribers, sum(p.price_cents)::bigint as mrr_cents
+  select (now() at time zone 'UTC')::date as day, s.tier, count(*)::integer as subscribers, sum(p.price_cents)::bigint as mrr_cents
     from public.subscriptions s join public.plans p on p.tier = s.tier
    where p.price_cents > 0 and s.status in ('active', 'trialing', 'past_due')
    group by s.tier;
 
 /** Money collected per month: paid invoices, each counted once however many events named it. */
 create view reporting.revenue as
-  select date_trunc('month', to_timestamp(invoice.paid_at))::date as month,
+  select date_trunc('month', to_timestamp(invoice.paid_at) at time zone 'UTC')::date as month,
          sum(invoice.amount_paid)::bigint as revenue_cents
     from (select distinct on (e.payload #>> '{data,object,id}')
                  (e.payload #>> '{data,object,amount_paid}')::bigint as amount_paid,
@@ -51,15 +51,24 @@ create view reporting.revenue as
            order by e.payload #>> '{data,object,id}', e.received_at) as invoice
    group by 1;
 
-/** Credits moved per day and reason (grants positive, spending and expiry negative). */
+/**
+ * Credits moved per day and reason (grants positive, spending and expiry negative):
+ * the finished days app.roll_up_reporting has summed, plus the ledger since then.
+ */
 create view reporting.credit_flow as
-  select l.created_at::date as day, l.reason, sum(l.delta)::bigint as credits
-    from public.credit_ledger l
+  select flow.day, flow.reason, sum(flow.credits)::bigint as credits
+    from (select d.day, d.reason, d.credits
+            from public.credit_flow_days d
+          union all
+          select (l.created_at at time zone 'UTC')::date, l.reason, l.delta
+            from public.credit_ledger l
+           where l.created_at >= (select r.complete_before from public.reporting_rollups r
+                                   where r.name = 'credit_flow')) as flow
    group by 1, 2;
 
 /** Render outcomes per day and platform, and how long a successful render took. */
 create view reporting.job_outcomes as
-  select j.created_at::date as day, j.platform,
+  select (j.created_at at time zone 'UTC')::date as day, j.platform,
          count(*) filter (where j.status = 'completed')::integer as completed,
          count(*) filter (where j.status = 'failed')::integer as failed,
          round(avg(extract(epoch from j.finished_at - j.started_at)) filter (where j.status = 'completed'), 2)
@@ -69,17 +78,53 @@ create view reporting.job_outcomes as
 
 /**
  * One row per user: plan, balance, output and recency (no contact details).
- * last_active needs no job aggregate (subscriptions.last_job_at is kept by the spend),
- * and videos_made is a per-row subquery, so "top 100 by last_active" counts the jobs
- * of those 100 users only: Postgres evaluates such costly output columns after ORDER
- * BY + LIMIT, and skips them when a query does not ask for them.
+ * Driven by subscriptions (one row per user) with everything else in per-row
+ * subqueries: Postgres evaluates such costly output columns after ORDER BY + LIMIT and
+ * skips the ones a query does not ask for, so "top 100 by last_active" sorts one table
+ * and looks up 100 users, and "average credits by tier" reads one table.
  */
 create view reporting.user_summary as
-  select u.id as user_id, s.tier, u.created_at as signed_up, s.credits_remaining,
-         (select count(*) from public.jobs j where j.user_id = u.id and j.status = 'completed')::integer
+  select s.user_id, s.tier,
+         (select u.created_at from public.users u where u.id = s.user_id) as signed_up,
+         s.credits_remaining,
+         (select count(*) from public.jobs j where j.user_id = s.user_id and j.status = 'completed')::integer
            as videos_made,
-         greatest(u.last_login, s.last_job_at) as last_active
-    from public.users u
-    join public.subscriptions s on s.user_id = u.id;
+         s.last_active_at as last_active
+    from public.subscriptions s;
 
 grant select on all tables in schema reporting to sg_analyst;
+
+-- The roll-up is a cross-tenant write, so its function belongs to sg_service.
+set local role sg_service;
+
+/**
+ * Sums the ledger's finished UTC days into credit_flow_days and moves the watermark, so
+ * reporting.credit_flow only aggregates the days since. Called daily by the worker
+ * (worker/main.py); running it again, or from two workers at once, changes nothing.
+ * A day counts as finished ten minutes after it ends, so a transaction that began on it
+ * has committed before its rows are summed. Returns the new watermark.
+ */
+create or replace function app.roll_up_reporting() returns timestamptz
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  done_before timestamptz;
+  finished_before constant timestamptz :=
+    date_trunc('day', (now() - interval '10 minutes') at time zone 'UTC') at time zone 'UTC';
+begin
+  select r.complete_before into done_before
+    from public.reporting_rollups r where r.name = 'credit_flow' for update;
+  if done_before >= finished_before then
+    return done_before;
+  end if;
+  insert into public.credit_flow_days (day, reason, credits)
+  select (l.created_at at time zone 'UTC')::date, l.reason, sum(l.delta)
+    from public.credit_ledger l
+   where l.created_at >= done_before and l.created_at < finished_before
+   group by 1, 2;
+  update public.reporting_rollups set complete_before = finished_before where name = 'credit_flow';
+  return finished_before;
+end
+$$;
+grant execute on function app.roll_up_reporting() to sg_worker;

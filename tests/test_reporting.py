@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import date
+from datetime import date, timezone
 from decimal import Decimal
 
 import psycopg
@@ -14,11 +14,12 @@ from psycopg.rows import dict_row
 from web.config import role_dsn
 from web.migrate import migrate
 
-from .conftest import PASSWORD_HASH, acting_as, throwaway_database
+from .conftest import PASSWORD_HASH, acting_as, throwaway_database, unique_email
 
 VIEWS = ["daily_signups", "paid_conversions", "mrr", "revenue", "credit_flow", "job_outcomes", "user_summary"]
 BASE_TABLES = ["users", "subscriptions", "api_keys", "usage_logs", "credit_ledger", "jobs", "stripe_events",
-               "refresh_tokens", "login_attempts", "browser_sessions", "plans", "pgqueuer"]
+               "refresh_tokens", "login_attempts", "browser_sessions", "plans", "pgqueuer", "credit_flow_days",
+               "reporting_rollups"]
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +131,49 @@ def test_last_active_is_the_newest_job_or_login(analyst, reporting_db):
     top = analyst.execute("select user_id, last_active, videos_made from reporting.user_summary "
                           "order by last_active desc nulls last limit 2").fetchall()
     assert top[0] == {"user_id": users[1], "last_active": newest_job, "videos_made": 1}
+
+
+def test_daily_roll_up_keeps_credit_flow_exact():
+    """The worker's daily roll-up moves finished days out of the live aggregate; the
+    view's figures stay the same, and a second run changes nothing."""
+    with throwaway_database("sg_rollup") as dsn:
+        migrate(dsn, environ={})
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as admin, \
+                psycopg.connect(role_dsn(dsn, "sg_worker"), autocommit=True) as worker, \
+                psycopg.connect(role_dsn(dsn, "sg_analyst"), autocommit=True, row_factory=dict_row) as analyst:
+            user = admin.execute("select id from app.signup('rollup@example.com', %s, null)",
+                                 (PASSWORD_HASH,)).fetchone()["id"]
+            # history on earlier days (the ledger refuses changes, not inserts of the past)
+            for n, (days_ago, reason, delta) in enumerate([(3, "admin_grant", 7), (3, "render", -1),
+                                                            (1, "render", -2), (0, "render", -1)]):
+                admin.execute("insert into credit_ledger (user_id, delta, reason, idempotency_key, created_at) "
+                              "values (%s, %s, %s, %s, now() - %s * interval '1 day')",
+                              (user, delta, reason, f"rollup:{n}", days_ago))
+            flow = "select day, reason, credits from reporting.credit_flow order by day, reason"
+            before = analyst.execute(flow).fetchall()
+            assert len(before) == 5  # 3 days ago: grant + render; yesterday: render; today: signup + render
+
+            watermark = worker.execute("select app.roll_up_reporting()").fetchone()[0]
+            assert analyst.execute(flow).fetchall() == before
+            rolled = admin.execute("select day, reason, credits from credit_flow_days order by day, reason").fetchall()
+            expected = [row for row in before if row["day"] < watermark.astimezone(timezone.utc).date()]
+            assert rolled == expected and len(rolled) >= 2
+
+            assert worker.execute("select app.roll_up_reporting()").fetchone()[0] == watermark
+            assert admin.execute("select count(*) as n from credit_flow_days").fetchone()["n"] == len(rolled)
+            assert analyst.execute(flow).fetchall() == before
+
+
+def test_signing_in_counts_as_activity(new_connection, connect):
+    """last_active is the later of the last sign-in and the last video request."""
+    admin = connect("postgres")
+    email = unique_email("active")
+    user = admin.execute("select id from app.signup(%s, %s, null)", (email, PASSWORD_HASH)).fetchone()["id"]
+    web = new_connection("sg_app")
+    with web.transaction():
+        attempt = web.execute("select * from app.login_attempt(%s, null)", (email,)).fetchone()
+        web.execute("select app.login_succeeded(%s, %s)", (attempt["attempt_id"], user))
+    last_login, last_active = admin.execute(
+        "select u.last_login, s.last_active_at from users u join subscriptions s on s.user_id = u.id "
+        "where u.id = %s", (user,)).fetchone().values()
+    assert last_active is not None and last_active == last_login

@@ -210,3 +210,17 @@ def test_a_sigkilled_worker_leaves_the_job_to_another(api, connect, database_dsn
     assert balance(admin, uid) == 4 == ledger_sum(admin, uid)
     movements = admin.execute("select reason from credit_ledger where job_id = %s", (job_id,)).fetchall()
     assert [m["reason"] for m in movements] == ["render"]
+
+
+def test_the_worker_schedules_renewals_and_the_reporting_roll_up(database_dsn, media_root):
+    settings = WorkerSettings(dsn=role_dsn(database_dsn, "sg_worker"), media_root=media_root)
+
+    async def scheduled() -> set[str]:
+        async with create_pgqueuer(settings) as pgq:
+            return {key.entrypoint for key in pgq.sm.registry}
+
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(asyncio.run(scheduled())))
+    thread.start()
+    thread.join()
+    assert outcome == [{"renew_free_subscriptions", "roll_up_reporting"}]

@@ -150,6 +150,8 @@ def register_mail(pgq: PgQueuer, pool: AsyncConnectionPool, settings: MailSettin
 
 # Daily, in the small hours: free subscriptions whose month ended get their credits back.
 FREE_RENEWAL_CRON = "15 3 * * *"
+# Daily, just after a UTC day is over (and its ten-minute grace): sum it for the analysts.
+REPORTING_ROLLUP_CRON = "20 0 * * *"
 
 
 def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
@@ -162,6 +164,13 @@ def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
             cur = await conn.execute("select app.renew_free_subscriptions()")
             renewed = (await cur.fetchone())[0]
         log.info("free renewal: %d subscription(s) renewed", renewed)
+
+    @pgq.schedule("roll_up_reporting", REPORTING_ROLLUP_CRON)
+    async def roll_up_reporting(schedule) -> None:
+        async with pool.connection() as conn:
+            cur = await conn.execute("select app.roll_up_reporting()")
+            complete_before = (await cur.fetchone())[0]
+        log.info("reporting roll-up: finished days before %s summed", complete_before)
 
 
 def _warm_templates(cache_dir: Path) -> None:

@@ -1,0 +1,1 @@
+alter table subscriptions drop column last_active_at;

@@ -1,1 +1,0 @@
-alter table subscriptions drop column last_job_at;
