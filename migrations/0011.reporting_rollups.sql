@@ -19,5 +19,6 @@ create table reporting_rollups (
 insert into reporting_rollups (name, complete_before) values ('credit_flow', '-infinity');
 
 -- the ledger is appended in time order, so a BRIN index finds "rows since the last
--- roll-up" for almost nothing on each insert
-create index credit_ledger_created_at_brin on credit_ledger using brin (created_at);
+-- roll-up" for almost nothing on each insert; autosummarize has autovacuum summarise
+-- each block range as it fills
+create index credit_ledger_created_at_brin on credit_ledger using brin (created_at) with (autosummarize = on);
