@@ -224,6 +224,23 @@ end
 $$;
 grant execute on function app.apply_stripe_event(text) to sg_app;
 
+/**
+ * The webhook's one call: stores a verified event and applies it in the same
+ * transaction. An event that cannot be applied is still stored, with its error, since
+ * apply_stripe_event records failures rather than raising; a repeated delivery answers
+ * 'already applied'. Returns apply_stripe_event's outcome.
+ */
+create or replace function app.receive_stripe_event(event_id text, event_type text, payload jsonb) returns text
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  perform app.record_stripe_event(event_id, event_type, payload);
+  return app.apply_stripe_event(event_id);
+end
+$$;
+grant execute on function app.receive_stripe_event(text, text, jsonb) to sg_app;
+
 /** The user a Stripe object belongs to: metadata.user_id, else by customer or subscription id. */
 create or replace function app._stripe_user(metadata_user text, customer_id text, subscription_id text)
 returns uuid

@@ -44,5 +44,5 @@ def portal():
 @api.post("/billing/webhook")
 def webhook():
     """Stripe calls this (no auth, no CSRF: the signature is the authentication)."""
-    result = billing.receive_webhook(db.tx, request.get_data(cache=False), request.headers.get("Stripe-Signature"))
+    result = billing.receive_webhook(request.get_data(cache=False), request.headers.get("Stripe-Signature"))
     return jsonify(result)

@@ -110,6 +110,6 @@ def simulated_checkout(token: str):
         secret = billing.webhook_secret()
         for event in billing.simulated_events(session, chosen.price_cents, chosen.stripe_price_id):
             payload = json.dumps(event).encode()
-            billing.receive_webhook(db.tx, payload, billing.sign(payload, secret))
+            billing.receive_webhook(payload, billing.sign(payload, secret))
         return redirect(url_for("ui.checkout_success"))
     return render_template("billing/simulate.html", plan=chosen, form=form)
