@@ -22,11 +22,12 @@ from web.passwords import hasher
 from .common import bench_database, live_server
 
 LOGIN_ROUNDS = 5
+WRK_THREADS = 2
 WEBHOOK_SECRET = "whsec_bench_" + "w" * 24
 
 
 def _wrk(url: str, script: Path, connections: int, seconds: int = 8) -> float:
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+    out = subprocess.run(["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
@@ -34,13 +35,16 @@ def _wrk(url: str, script: Path, connections: int, seconds: int = 8) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def _lua_cycle(requests: list[tuple[str, str, dict]]) -> str:
-    """A wrk script sending each prepared (path, body, headers) once, in turn."""
+def _lua_cycle(requests: list[tuple[str, str, dict]], threads: int = WRK_THREADS) -> str:
+    """A wrk script sending each prepared (path, body, headers) once, in turn. Each wrk
+    thread runs its own Lua state, so thread k sends entries k, k + threads, ...: the
+    threads never repeat each other's requests."""
     entries = ",\n".join("{" + json.dumps(path) + "," + json.dumps(body) + ",{" +
                          ",".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in headers.items()) + "}}"
                          for path, body, headers in requests)
-    return ("local reqs = {\n" + entries + "\n}\nlocal n = 0\n"
-            "request = function()\n  n = n + 1\n  local r = reqs[((n - 1) % #reqs) + 1]\n"
+    return ("local reqs = {\n" + entries + "\n}\nlocal n = 0\nlocal started = 0\n"
+            "function setup(thread)\n  thread:set('offset', started)\n  started = started + 1\nend\n"
+            f"request = function()\n  local r = reqs[((n * {threads} + offset) % #reqs) + 1]\n  n = n + 1\n"
             "  return wrk.format('POST', r[1], r[3], r[2])\nend\n")
 
 
