@@ -13,7 +13,7 @@ def main() -> None:
     print("== Render time, 20 s short (ratio to real time; lower is better)")
     print(table(render_bench.run()))
     print()
-    print("== HTTP throughput, wrk, 32 connections, 10 s each")
+    print("== HTTP throughput, wrk, 32 connections, 6 s runs")
     print(table(http_bench.run(2) + http_bench.run(4)))
     print()
     print("== Login, webhooks, double-spend through HTTP (gunicorn, 2 workers)")

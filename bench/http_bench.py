@@ -3,7 +3,8 @@
 wrk (Debian's) drives 32 concurrent connections at each endpoint for a fixed time:
   /_bench/select1            the floor: one pooled SELECT 1
   /healthz                   one transaction: BEGIN + set_config + SELECT 1 + COMMIT
-  POST /v1/shorts/generate   JWT check in the database + app.spend_credit_and_create_job
+  POST /v1/shorts/generate   the JWT checked in the database and app.spend_credit_and_create_job
+                             in one round trip
                              (credit, job, ledger, usage row and pgqueuer entry), as 64
                              different users so rows are not all contended on one account
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import urllib.request
@@ -22,7 +24,8 @@ import psycopg
 from .common import bench_database, live_server
 
 CONNECTIONS = 32
-SECONDS = 10
+SECONDS = 6
+ROUNDS = 3
 USERS = 64
 
 
@@ -43,6 +46,12 @@ def _wrk(url: str, script: Path | None = None) -> dict:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
             "p50": latency("50"), "p99": latency("99"), "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def _median_result(results: list[dict]) -> dict:
+    """Per-figure medians of several wrk runs (non-2xx summed)."""
+    return {"rps": statistics.median(r["rps"] for r in results), "p50": statistics.median(r["p50"] for r in results),
+            "p99": statistics.median(r["p99"] for r in results), "non2xx": sum(r["non2xx"] for r in results)}
 
 
 def _tokens(base: str, dsn: str) -> list[str]:
@@ -74,9 +83,13 @@ def run(workers: int = 2) -> list[dict]:
             "    ['Authorization'] = 'Bearer ' .. tokens[(n % #tokens) + 1]}, body)\n"
             "end\n")
         _wrk(base + "/_bench/select1")  # warm-up: pools filled, statements prepared
-        bare = _wrk(base + "/_bench/select1")
         healthz = _wrk(base + "/healthz")
-        generate = _wrk(base + "/", script)
+        # this machine's speed drifts by tens of percent within a minute: bare and generate
+        # alternate, each ratio compares neighbours, and the medians are reported
+        rounds = [(_wrk(base + "/_bench/select1"), _wrk(base + "/", script)) for _ in range(ROUNDS)]
+        bare = _median_result([b for b, _ in rounds])
+        generate = _median_result([g for _, g in rounds])
+        ratio = statistics.median(g["rps"] / b["rps"] for b, g in rounds)
         with psycopg.connect(dsn) as admin:
             violations = admin.execute(
                 "select count(*) from subscriptions s where credits_remaining <> "
@@ -87,8 +100,9 @@ def run(workers: int = 2) -> list[dict]:
             rows.append({"endpoint": name, "gunicorn workers": workers, "clients": CONNECTIONS,
                          "req/s": f"{result['rps']:.0f}", "p50 ms": f"{result['p50']:.2f}",
                          "p99 ms": f"{result['p99']:.2f}", "non-2xx": result["non2xx"]})
-        rows.append({"endpoint": "generate / bare", "req/s": f"{generate['rps'] / bare['rps']:.2f}x (goal >= 0.5x)",
-                     "p99 ms": "goal < 50", "non-2xx": f"jobs={jobs} queue={queued} ledger violations={violations}"})
+        rows.append({"endpoint": f"generate / bare (median of {ROUNDS} alternating rounds)",
+                     "req/s": f"{ratio:.2f}x (goal >= 0.5x)", "p99 ms": "goal < 50",
+                     "non-2xx": f"jobs={jobs} queue={queued} ledger violations={violations}"})
     return rows
 
 
