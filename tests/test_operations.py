@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import runpy
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,8 @@ from web.config import ConfigError, from_env
 
 from .conftest import acting_as, api_signup, balance, bearer, wait_for
 from .test_worker import job_row, start_worker, stop
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("env, message", [
@@ -29,6 +33,13 @@ from .test_worker import job_row, start_worker, stop
 def test_bad_settings_are_named(env, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         from_env(env)
+
+
+@pytest.mark.parametrize("name, value", [("WEB_THREADS", "four"), ("WEB_CONCURRENCY", "0")])
+def test_bad_gunicorn_settings_are_named(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit, match=name):
+        runpy.run_path(str(ROOT / "web" / "gunicorn_conf.py"))
 
 
 def test_good_settings_parse():
