@@ -65,3 +65,13 @@ def test_unreachable_database_is_a_503_with_retry_after(database_dsn):
     assert response.headers["Retry-After"] == "2"
     assert "detail" in response.get_json()
     broken.extensions["sg_pool"].close()
+
+
+def test_the_api_ignores_the_browser_session_cookie(app, client):
+    """/v1 is bearer-authenticated: a signed-in browser's cookie neither authenticates a
+    request there nor comes back refreshed."""
+    client.get("/login")  # a page: the browser now holds a session cookie (CSRF token)
+    assert client.get_cookie(app.config["SESSION_COOKIE_NAME"]) is not None
+    response = client.get("/v1/user/credits")
+    assert response.status_code == 401
+    assert "Set-Cookie" not in response.headers and "Cookie" not in response.vary

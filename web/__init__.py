@@ -6,6 +6,7 @@ import os
 import secrets
 
 from flask import Flask, jsonify
+from flask.sessions import SecureCookieSessionInterface
 from flask_cors import CORS
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -41,6 +42,16 @@ def _secure_defaults(app: Flask) -> None:
     )
 
 
+class _BrowserSessions(SecureCookieSessionInterface):
+    """Cookie sessions for the browser pages only: the /v1 API authenticates with bearer
+    tokens, so its requests neither read the session cookie nor pay to decode one."""
+
+    def open_session(self, app: Flask, request):
+        if request.path.startswith("/v1/"):
+            return self.null_session_class()
+        return super().open_session(app, request)
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app from the environment, with `test_config` overriding it."""
     app = Flask(__name__, template_folder="../templates")
@@ -53,6 +64,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                 if key not in test_config:
                     app.config[key] = config.role_dsn(test_config["DATABASE_URL"], role)
     _secure_defaults(app)
+    app.session_interface = _BrowserSessions()
     if app.config["TRUSTED_PROXY_COUNT"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"],
                                 x_proto=app.config["TRUSTED_PROXY_COUNT"])
