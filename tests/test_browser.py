@@ -128,10 +128,12 @@ def test_day_seven_checklist_in_a_browser(stack, browser, connect):
     seen = []
     deadline = time.time() + 60
     while time.time() < deadline:
-        status = job.get_attribute("data-status")
-        bar = job.locator("progress")
-        seen.append((status, bar.get_attribute("value") if bar.count() else None))
-        if status == "completed" and job.locator("video").count():
+        # one snapshot of the row: the page's poller may replace it between two separate reads
+        status, progress, has_video = job.evaluate(
+            "li => [li.dataset.status, li.querySelector('progress')?.getAttribute('value') ?? null,"
+            " li.querySelector('video') !== null]")
+        seen.append((status, progress))
+        if status == "completed" and has_video:
             break
         time.sleep(0.1)
     assert seen[0][0] in ("queued", "processing") and seen[-1][0] == "completed", seen

@@ -67,13 +67,15 @@ def init_app(app: Flask) -> None:
 
 def call(sql: str, params: tuple = (), *, identity: "Identity | None" = None,
          user_id: UUID | str | None = None) -> list[dict]:
-    """Runs one statement (a function call) for `identity` or `user_id` in one round trip; its rows.
+    """Runs one statement (a function call) for `identity`, `user_id` or nobody in one
+    round trip; returns its rows.
 
     The identity check (or the setting of `app.user_id`) and the statement travel as one
     simple-protocol message, values bound client-side by psycopg, and Postgres runs such
     a message as one implicit transaction: the transaction-local user holds for the
     statement, a refusal by either rolls both back, and no BEGIN or COMMIT makes a trip
-    of its own. For the busiest single-call paths; `tx` is for anything longer.
+    of its own. For the busiest single-call paths (generate, the Stripe webhook); `tx` is
+    for anything longer.
     """
     if identity is not None:
         check_sql, check_params = identity.check()
