@@ -16,7 +16,7 @@ def main() -> None:
     print("== HTTP throughput, wrk, 32 connections, 6 s runs")
     print(table(http_bench.run(2) + http_bench.run(4)))
     print()
-    print("== Login, webhooks, double-spend through HTTP (gunicorn, 2 workers)")
+    print("== Login, webhooks, double-spend through HTTP (gunicorn: 2 workers x 4 threads)")
     print(table(system_bench.run()))
     print()
     print("== pgqueuer no-op jobs through the worker's queue setup")

@@ -26,6 +26,7 @@ from .common import bench_database, live_server
 CONNECTIONS = 32
 SECONDS = 6
 ROUNDS = 3
+THREADS = 4  # web/gunicorn_conf.py's default
 USERS = 64
 
 
@@ -97,7 +98,7 @@ def run(workers: int = 2) -> list[dict]:
             jobs, queued = admin.execute("select (select count(*) from jobs), (select count(*) from pgqueuer)").fetchone()
         for name, result in (("GET /_bench/select1 (bare SELECT 1)", bare), ("GET /healthz (SELECT 1 in a tx)", healthz),
                              ("POST /v1/shorts/generate", generate)):
-            rows.append({"endpoint": name, "gunicorn workers": workers, "clients": CONNECTIONS,
+            rows.append({"endpoint": name, "gunicorn": f"{workers} workers x {THREADS} threads", "clients": CONNECTIONS,
                          "req/s": f"{result['rps']:.0f}", "p50 ms": f"{result['p50']:.2f}",
                          "p99 ms": f"{result['p99']:.2f}", "non-2xx": result["non2xx"]})
         rows.append({"endpoint": f"generate / bare (median of {ROUNDS} alternating rounds)",
