@@ -315,9 +315,9 @@ grant execute on function app.login_attempt(text, inet) to sg_app;
 
 /**
  * Second half of a successful login: marks the attempt succeeded (which resets the
- * email's throttle), stamps last_login (and the account's last_active_at), stores a rehash when the parameters changed,
- * and makes the user current for the rest of the transaction. Only for a fresh
- * attempt on that user's own email.
+ * email's throttle), stamps last_login and the account's last_active_at, stores a
+ * rehash when the parameters changed, and makes the user current for the rest of the
+ * transaction. Only for a fresh attempt on that user's own email.
  */
 create or replace function app.login_succeeded(attempt_id bigint, user_id uuid, new_password_hash text default null)
 returns app.account

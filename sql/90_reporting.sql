@@ -34,7 +34,8 @@ create view reporting.paid_conversions as
 
 /** Monthly recurring revenue by plan, as of today (subscriptions in good standing or retrying). */
 create view reporting.mrr as
-  select (now() at time zone 'UTC')::date as day, s.tier, count(*)::integer as subscribers, sum(p.price_cents)::bigint as mrr_cents
+  select (now() at time zone 'UTC')::date as day, s.tier, count(*)::integer as subscribers,
+         sum(p.price_cents)::bigint as mrr_cents
     from public.subscriptions s join public.plans p on p.tier = s.tier
    where p.price_cents > 0 and s.status in ('active', 'trialing', 'past_due')
    group by s.tier;
