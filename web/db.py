@@ -65,6 +65,33 @@ def init_app(app: Flask) -> None:
     app.extensions[_EXTENSION] = LazyPool(app.config["APP_DATABASE_URL"], app.config["DB_POOL_MAX"])
 
 
+@contextmanager
+def _refusals_as_api_errors() -> Iterator[None]:
+    """The functions' deliberate refusals (out of credits, duplicate email, …) reach views
+    as ApiError, after the rollback, so pages can show them on their forms."""
+    try:
+        yield
+    except psycopg.Error as error:
+        refusal = api_error_for(error)
+        if refusal is not None:
+            raise refusal from error
+        raise
+
+
+def _acting_as(identity: "Identity | None", user_id: UUID | str | None) -> tuple[str, tuple]:
+    """The first statement of a request's transaction: the identity's database check, or
+    setting `app.user_id` (empty for nobody). Its one row's user_id is the user made current."""
+    if identity is not None:
+        return identity.check()
+    return "select set_config('app.user_id', %s, true) as user_id", (str(user_id) if user_id else "",)
+
+
+def _note_user(row: dict) -> None:
+    """Remember the current user for the request's log line."""
+    if row["user_id"]:
+        g.user_id = str(row["user_id"])
+
+
 def call(sql: str, params: tuple = (), *, identity: "Identity | None" = None,
          user_id: UUID | str | None = None) -> list[dict]:
     """Runs one statement (a function call) for `identity`, `user_id` or nobody in one
@@ -77,22 +104,13 @@ def call(sql: str, params: tuple = (), *, identity: "Identity | None" = None,
     of its own. For the busiest single-call paths (generate, the Stripe webhook); `tx` is
     for anything longer.
     """
-    if identity is not None:
-        check_sql, check_params = identity.check()
-    else:
-        check_sql, check_params = "select set_config('app.user_id', %s, true) as user_id", (str(user_id or ""),)
+    check_sql, check_params = _acting_as(identity, user_id)
     pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
-    try:
-        with pool.connection() as conn, ClientCursor(conn, row_factory=dict_row) as cur:
-            cur.execute(f"{check_sql}; {sql}", (*check_params, *params))
-            g.user_id = str(cur.fetchone()["user_id"]) or None  # for the request's log line
-            cur.nextset()
-            return cur.fetchall()
-    except psycopg.Error as error:
-        refusal = api_error_for(error)
-        if refusal is not None:
-            raise refusal from error
-        raise
+    with _refusals_as_api_errors(), pool.connection() as conn, ClientCursor(conn, row_factory=dict_row) as cur:
+        cur.execute(f"{check_sql}; {sql}", (*check_params, *params))
+        _note_user(cur.fetchone())
+        cur.nextset()
+        return cur.fetchall()
 
 
 @contextmanager
@@ -104,19 +122,8 @@ def tx(user_id: UUID | str | None = None, *, identity: "Identity | None" = None)
     when it raises.
     """
     pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
-    try:
-        with pool.connection() as conn, conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            if identity is not None:
-                user_id = identity.authenticate(cur)
-            else:
-                cur.execute("select set_config('app.user_id', %s, true)", (str(user_id) if user_id else "",))
-            if user_id:
-                g.user_id = str(user_id)  # for the request's log line
-            yield cur
-    except psycopg.Error as error:
-        # the functions' deliberate refusals (out of credits, duplicate email, …) reach
-        # views as ApiError, after the rollback, so pages can show them on their forms
-        refusal = api_error_for(error)
-        if refusal is not None:
-            raise refusal from error
-        raise
+    with _refusals_as_api_errors(), pool.connection() as conn, conn.transaction(), \
+            conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(*_acting_as(identity, user_id))
+        _note_user(cur.fetchone())
+        yield cur

@@ -1,9 +1,9 @@
 """Who is making a request: access token (JWT), API key or browser session -> user id.
 
 Tokens are checked in two steps. The signature and claims are checked here, without
-the database; the database check (user active, session not ended, key not revoked)
-runs as the first statement of the request's own transaction (`Identity.authenticate`),
-which also makes the user current for row-level security.
+the database; the database check (user active, session not ended, key not revoked,
+`Identity.check`) runs as the first statement of the request's own transaction
+(web/db.py), which also makes the user current for row-level security.
 """
 from __future__ import annotations
 
@@ -46,10 +46,6 @@ class AccessToken:
         """The database check as SQL: its one row's user_id is the user it made current."""
         return "select app.authenticate_access(%s, %s) as user_id", (self.user_id, self.session_version)
 
-    def authenticate(self, cur: Cursor) -> UUID:
-        cur.execute(*self.check())
-        return cur.fetchone()["user_id"]
-
 
 @dataclass(frozen=True)
 class ApiKey:
@@ -60,10 +56,6 @@ class ApiKey:
     def check(self) -> tuple[str, tuple]:
         """The database check as SQL: its one row's user_id is the user it made current."""
         return "select app.authenticate_api_key(%s) as user_id", (self.key_hash,)
-
-    def authenticate(self, cur: Cursor) -> UUID:
-        cur.execute(*self.check())
-        return cur.fetchone()["user_id"]
 
 
 Identity = AccessToken | ApiKey
