@@ -44,32 +44,26 @@ end
 $$;
 
 -- Non-tenant tables that only functions touch: private (RLS on, no policy) to all but sg_service.
-alter table public.stripe_events enable row level security;
-alter table public.stripe_events force row level security;
-drop policy if exists "service functions reach every row" on public.stripe_events;
-create policy "service functions reach every row" on public.stripe_events for all to sg_service
-  using (true) with check (true);
-drop policy if exists "reporting reads every row" on public.stripe_events;
-create policy "reporting reads every row" on public.stripe_events for select to sg_reporting using (true);
 alter table public.login_attempts enable row level security;
 alter table public.login_attempts force row level security;
 drop policy if exists "service functions reach every row" on public.login_attempts;
 create policy "service functions reach every row" on public.login_attempts for all to sg_service
   using (true) with check (true);
--- The reporting roll-ups: written by app.roll_up_reporting (sg_service), read by the views.
+-- Stripe events and the reporting roll-ups: written by sg_service functions
+-- (app.receive_stripe_event, app.roll_up_reporting), read by the reporting views.
 do $$
 declare
-  rollup_table text;
+  service_table text;
 begin
-  foreach rollup_table in array array['credit_flow_days', 'reporting_rollups'] loop
-    execute format('alter table public.%I enable row level security', rollup_table);
-    execute format('alter table public.%I force row level security', rollup_table);
-    execute format('drop policy if exists "service functions reach every row" on public.%I', rollup_table);
+  foreach service_table in array array['stripe_events', 'credit_flow_days', 'reporting_rollups'] loop
+    execute format('alter table public.%I enable row level security', service_table);
+    execute format('alter table public.%I force row level security', service_table);
+    execute format('drop policy if exists "service functions reach every row" on public.%I', service_table);
     execute format('create policy "service functions reach every row" on public.%I for all to sg_service '
-                   'using (true) with check (true)', rollup_table);
-    execute format('drop policy if exists "reporting reads every row" on public.%I', rollup_table);
+                   'using (true) with check (true)', service_table);
+    execute format('drop policy if exists "reporting reads every row" on public.%I', service_table);
     execute format('create policy "reporting reads every row" on public.%I for select to sg_reporting using (true)',
-                   rollup_table);
+                   service_table);
   end loop;
 end
 $$;
