@@ -158,19 +158,18 @@ def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
     """Periodic jobs. pgqueuer runs each schedule once per tick across all workers, and the
     SQL is once-per-period anyway, so a tick that fires twice changes nothing."""
 
+    async def call(function: str):
+        async with pool.connection() as conn:
+            cur = await conn.execute(f"select app.{function}()")
+            return (await cur.fetchone())[0]
+
     @pgq.schedule("renew_free_subscriptions", FREE_RENEWAL_CRON)
     async def renew_free(schedule) -> None:
-        async with pool.connection() as conn:
-            cur = await conn.execute("select app.renew_free_subscriptions()")
-            renewed = (await cur.fetchone())[0]
-        log.info("free renewal: %d subscription(s) renewed", renewed)
+        log.info("free renewal: %d subscription(s) renewed", await call("renew_free_subscriptions"))
 
     @pgq.schedule("roll_up_reporting", REPORTING_ROLLUP_CRON)
     async def roll_up_reporting(schedule) -> None:
-        async with pool.connection() as conn:
-            cur = await conn.execute("select app.roll_up_reporting()")
-            complete_before = (await cur.fetchone())[0]
-        log.info("reporting roll-up: finished days before %s summed", complete_before)
+        log.info("reporting roll-up: finished days before %s summed", await call("roll_up_reporting"))
 
 
 def _warm_templates(cache_dir: Path) -> None:
