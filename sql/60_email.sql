@@ -90,8 +90,8 @@ begin
   if per_ip >= 20 then
     return 3600;
   end if;
-  insert into public.login_attempts as a (email, client_ip, succeeded, kind)
-  values (normalised, client_ip, true, 'reset') returning a.id into attempt;
+  insert into public.login_attempts as a (email, client_ip, kind)
+  values (normalised, client_ip, 'reset') returning a.id into attempt;
   select u.id into owner from public.users u where lower(u.email) = normalised and u.is_active;
   if owner is not null then
     perform app._queue_email(owner, 'reset', 'reset:' || attempt);

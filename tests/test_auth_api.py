@@ -162,6 +162,30 @@ def test_login_rehashes_with_current_parameters(api, connect):
     assert stored != weak and "m=19456,t=2,p=1" in stored
 
 
+def test_password_changed_during_login_refuses_it(api, connect, monkeypatch):
+    """The login whose password was verified before a password change (which moves the
+    session version on) is refused: no tokens, no refresh token stored, and the attempt
+    still counts as a failure."""
+    from web import accounts
+
+    email = unique_email()
+    user_id = api_signup(api, email=email)["user"]["id"]
+    admin = connect("postgres")
+
+    def verify_while_the_password_changes(stored_hash, password):
+        admin.execute("update users set session_version = session_version + 1 where id = %s", (user_id,))
+        return True
+
+    monkeypatch.setattr(accounts.passwords, "verify_password", verify_while_the_password_changes)
+    response = api.post("/v1/auth/login", json={"email": email, "password": STRONG_PASSWORD})
+    assert response.status_code == 401 and "access_token" not in response.get_json()
+    counts = admin.execute(
+        "select (select count(*) from refresh_tokens where user_id = %s) as tokens, "
+        "(select count(*) from login_attempts where lower(email) = lower(%s)) as failures",
+        (user_id, email)).fetchone()
+    assert counts == {"tokens": 1, "failures": 1}  # the one token is signup's
+
+
 # -- throttling ----------------------------------------------------------------------------
 
 def fail_login(client, email: str) -> int:

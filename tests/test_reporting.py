@@ -172,7 +172,7 @@ def test_signing_in_counts_as_activity(new_connection, connect):
     web = new_connection("sg_app")
     with web.transaction():
         attempt = web.execute("select * from app.login_attempt(%s, null)", (email,)).fetchone()
-        web.execute("select app.login_succeeded(%s, %s)", (attempt["attempt_id"], user))
+        web.execute("select app.login_succeeded(%s, %s, %s)", (attempt["attempt_id"], user, attempt["session_version"]))
     last_login, last_active = admin.execute(
         "select u.last_login, s.last_active_at from users u join subscriptions s on s.user_id = u.id "
         "where u.id = %s", (user,)).fetchone().values()

@@ -56,17 +56,24 @@ def signup(cur, email: str, password: str, full_name: str | None) -> Account:
     return Account.from_row(cur.fetchone())
 
 
-def login(email: str, password: str, client_ip: str | None) -> tuple[int, UUID, str | None]:
+@dataclass(frozen=True)
+class VerifiedLogin:
+    """A login attempt whose password checked out, for the caller to finish."""
+    attempt_id: int
+    user_id: UUID
+    session_version: int
+    new_hash: str | None  # set when the stored hash needs rehashing
+
+
+def login(email: str, password: str, client_ip: str | None) -> VerifiedLogin:
     """Check a login attempt against the throttle and the stored hash.
 
-    Returns (attempt id, user id, new hash if the stored one needs rehashing) for the
-    caller to finish with `finish_login` in its own transaction. Raises 401 (the same
-    for unknown email and wrong password), 403 for a disabled account, 429 when throttled.
+    The caller finishes the login in a transaction of its own (`finish_login`, or
+    app.login_succeeded_with_refresh_token for the API). Raises 401 (the same for
+    unknown email and wrong password), 403 for a disabled account, 429 when throttled.
     The password is verified outside any transaction, so no connection waits on argon2.
     """
-    with db.tx() as cur:
-        cur.execute("select * from app.login_attempt(%s, %s)", (email.strip(), client_ip))
-        attempt = cur.fetchone()
+    [attempt] = db.call("select * from app.login_attempt(%s, %s)", (email.strip(), client_ip))
     if attempt["retry_after"] is not None:
         minutes = max(1, round(attempt["retry_after"] / 60))
         raise ApiError(429, f"Too many login attempts. Try again in about {minutes} minute(s).",
@@ -76,12 +83,13 @@ def login(email: str, password: str, client_ip: str | None) -> tuple[int, UUID, 
     if not attempt["is_active"]:
         raise ApiError(403, "This account is disabled.")
     new_hash = passwords.hash_password(password) if passwords.needs_rehash(attempt["password_hash"]) else None
-    return attempt["attempt_id"], attempt["user_id"], new_hash
+    return VerifiedLogin(attempt["attempt_id"], attempt["user_id"], attempt["session_version"], new_hash)
 
 
-def finish_login(cur, attempt_id: int, user_id: UUID, new_hash: str | None) -> Account:
+def finish_login(cur, verified: VerifiedLogin) -> Account:
     """Record the successful login in the caller's transaction; the user becomes current."""
-    cur.execute("select * from app.login_succeeded(%s, %s, %s)", (attempt_id, user_id, new_hash))
+    cur.execute("select * from app.login_succeeded(%s, %s, %s, %s)",
+                (verified.attempt_id, verified.user_id, verified.session_version, verified.new_hash))
     return Account.from_row(cur.fetchone())
 
 

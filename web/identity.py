@@ -103,10 +103,15 @@ def refresh_expiry() -> datetime:
     return datetime.now(timezone.utc) + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"])
 
 
+def new_refresh_token_family(pair: TokenPair) -> tuple[uuid.UUID, bytes, datetime]:
+    """(family id, token hash, expiry): the arguments that store the pair's refresh token
+    as the first of a new family."""
+    return uuid.uuid4(), sha256(pair.refresh_token), refresh_expiry()
+
+
 def store_new_refresh_token(cur: Cursor, pair: TokenPair) -> None:
     """Start a new token family with the pair's refresh token, for the current user."""
-    cur.execute("select app.issue_refresh_token(%s, %s, %s)",
-                (uuid.uuid4(), sha256(pair.refresh_token), refresh_expiry()))
+    cur.execute("select app.issue_refresh_token(%s, %s, %s)", new_refresh_token_family(pair))
 
 
 # -- API keys --------------------------------------------------------------------------

@@ -67,10 +67,9 @@ def login():
     headers = {}
     if form.validate_on_submit():
         try:
-            attempt_id, user_id, new_hash = accounts.login(form.email.data, form.password.data,
-                                                           accounts.client_ip(request))
+            verified = accounts.login(form.email.data, form.password.data, accounts.client_ip(request))
             with db.tx() as cur:
-                account = accounts.finish_login(cur, attempt_id, user_id, new_hash)
+                account = accounts.finish_login(cur, verified)
                 _start_session(cur, account)
         except ApiError as error:
             form.form_errors.append(error.detail)
