@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import runpy
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +43,60 @@ def test_bad_gunicorn_settings_are_named(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit, match=name):
         runpy.run_path(str(ROOT / "web" / "gunicorn_conf.py"))
+
+
+def test_gunicorn_workers_share_the_argon2_slots():
+    """Three forked workers with four threads each, all hashing at once: no more hashes
+    run together than there are cores, as gunicorn_conf's post_fork hands every worker
+    the same slots (with slots of their own, each worker would run that many)."""
+    conf = runpy.run_path(str(ROOT / "web" / "gunicorn_conf.py"))
+    fork = multiprocessing.get_context("fork")
+    running, peak = fork.Value("i", 0), fork.Value("i", 0)
+
+    class OverlapRecordingHasher:
+        def verify(self, stored_hash, password):
+            with running.get_lock():
+                running.value += 1
+                peak.value = max(peak.value, running.value)
+            time.sleep(0.05)
+            with running.get_lock():
+                running.value -= 1
+            return True
+
+    def gunicorn_worker():
+        conf["post_fork"](None, None)
+        from web import passwords
+        passwords.hasher = OverlapRecordingHasher()
+        threads = [threading.Thread(target=passwords.verify_password, args=("$argon2id$stored", "pw"))
+                   for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    workers = [fork.Process(target=gunicorn_worker) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [w.exitcode for w in workers] == [0, 0, 0]
+    from web.passwords import CORES
+    assert peak.value == CORES
+
+
+def test_a_lost_hashing_slot_delays_but_never_stalls_sign_ins(monkeypatch):
+    """A worker killed mid-hash never returns its shared slot: with every slot lost, a
+    hash still runs once it has waited its limit."""
+    from web import passwords
+
+    lost = threading.BoundedSemaphore(1)
+    lost.acquire()
+    monkeypatch.setattr(passwords, "_slots", lost)
+    monkeypatch.setattr(passwords, "_SLOT_WAIT_SECONDS", 0.2)
+    stored = passwords.hasher.hash("velvet-otter-canyon-42")
+    started = time.perf_counter()
+    assert passwords.verify_password(stored, "velvet-otter-canyon-42")
+    assert 0.2 <= time.perf_counter() - started < 5
 
 
 def test_good_settings_parse():

@@ -1,4 +1,5 @@
 """gunicorn settings, from the environment (Procfile: gunicorn -c web/gunicorn_conf.py)."""
+import multiprocessing
 import os
 
 
@@ -15,8 +16,7 @@ workers = _count("WEB_CONCURRENCY", 2)
 # threads: a request spends much of its time waiting on Postgres (its commit's WAL flush
 # above all), and a threaded worker serves others meanwhile and keeps connections alive;
 # measured here, +30 % webhooks/s and +20 % generates/s over sync workers. Each process
-# has its own pool (DB_POOL_MAX, default 10 >= WEB_THREADS); argon2 runs one at a time per
-# process (web/passwords.py).
+# has its own pool (DB_POOL_MAX, default 10 >= WEB_THREADS).
 worker_class = "gthread"
 threads = _count("WEB_THREADS", 4)
 timeout = 30
@@ -26,3 +26,15 @@ graceful_timeout = 20
 # access log would only repeat it
 accesslog = None
 errorlog = "-"
+
+
+# argon2 hashes wait for one of a core's worth of slots (web/passwords.py). Made here, in
+# the master, so that every worker forked from it shares the same ones: per-worker slots
+# would leave a core idle whenever the client connections bunch up on one worker.
+_hashing_slots = multiprocessing.get_context("fork").BoundedSemaphore(len(os.sched_getaffinity(0)))
+
+
+def post_fork(server, worker):
+    from web import passwords
+
+    passwords.share_hashing_slots(_hashing_slots)

@@ -1,7 +1,10 @@
 """Password hashing (argon2id) and the password policy."""
 from __future__ import annotations
 
+import os
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -17,24 +20,46 @@ _ZXCVBN_MAX = 72
 # against ~120 ms for the library defaults).
 hasher = PasswordHasher(memory_cost=19456, time_cost=2, parallelism=1)
 
-# argon2 is memory-hard: a process runs one hash at a time, so a threaded server keeps as
-# many 19 MiB working sets in flight as it has worker processes, not one per thread, and
-# they do not evict each other from the CPU caches.
-_one_at_a_time = threading.Lock()
+# argon2 is memory-hard: more 19 MiB working sets in flight than there are cores only
+# evict each other from the CPU caches, so hashes wait for one of a core's worth of
+# slots. A process has its own slots until `share_hashing_slots` gives it the ones all of
+# gunicorn's workers share (web/gunicorn_conf.py): then the limit holds however the
+# client connections happen to spread over the workers.
+CORES = len(os.sched_getaffinity(0))
+_slots = threading.BoundedSemaphore(CORES)
+# A worker killed mid-hash never gives its shared slot back; rather than let such a lost
+# slot stall sign-ins, a hash that waited this long goes ahead without one.
+_SLOT_WAIT_SECONDS = 2.0
 
 # Verified when the email is unknown, so that answer takes as long as a wrong password.
 _DUMMY_HASH = hasher.hash("not a real password, only spends the same time")
 
 
+def share_hashing_slots(slots) -> None:
+    """Take hashing slots shared with other processes (a semaphore of CORES)."""
+    global _slots
+    _slots = slots
+
+
+@contextmanager
+def _hashing_slot() -> Iterator[None]:
+    acquired = _slots.acquire(timeout=_SLOT_WAIT_SECONDS)
+    try:
+        yield
+    finally:
+        if acquired:
+            _slots.release()
+
+
 def hash_password(password: str) -> str:
-    with _one_at_a_time:
+    with _hashing_slot():
         return hasher.hash(password)
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """True when `password` matches `stored_hash`; with no hash, spends the same time and fails."""
     try:
-        with _one_at_a_time:
+        with _hashing_slot():
             return hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
