@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from web.config import ConfigError, from_env
+from web.passwords import CORES
 
 from .conftest import acting_as, api_signup, balance, bearer, wait_for
 from .test_worker import job_row, start_worker, stop
@@ -80,7 +81,6 @@ def test_gunicorn_workers_share_the_argon2_slots():
     for worker in workers:
         worker.join(timeout=30)
     assert [w.exitcode for w in workers] == [0, 0, 0]
-    from web.passwords import CORES
     assert peak.value == CORES
 
 
