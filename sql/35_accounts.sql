@@ -367,6 +367,22 @@ grant execute on function app.login_succeeded_with_refresh_token(bigint, uuid, i
   to sg_app;
 
 /**
+ * Forgets login and reset attempts older than a day: the throttles look back an hour at
+ * most, and the day left is for an operator looking into an attack. Called hourly by the
+ * worker (worker/main.py); returns how many rows went.
+ */
+create or replace function app.purge_login_attempts() returns integer
+language sql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with purged as (
+    delete from public.login_attempts a where a.attempted_at < now() - interval '1 day' returning 1
+  )
+  select count(*)::integer from purged
+$$;
+grant execute on function app.purge_login_attempts() to sg_worker;
+
+/**
  * Authenticates an API key by its SHA-256 and makes its owner current for the
  * transaction. P0401 for an unknown or revoked key; P0403 when the account is
  * disabled or its plan no longer includes API access. last_used_at is refreshed at

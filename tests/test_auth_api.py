@@ -8,6 +8,7 @@ import time
 import uuid
 
 import jwt
+import psycopg
 import pytest
 from argon2 import PasswordHasher
 
@@ -237,6 +238,22 @@ def test_a_success_resets_the_email_counter(api):
         fail_login(api, email)
     assert api.post("/v1/auth/login", json={"email": email, "password": STRONG_PASSWORD}).status_code == 200
     assert [fail_login(api, email) for _ in range(9)] == [401] * 9
+
+
+def test_attempts_older_than_a_day_are_purged(connect):
+    """The worker's hourly purge forgets attempts after a day and keeps the throttle's."""
+    admin, worker = connect("postgres"), connect("sg_worker")
+    old, recent = unique_email("old"), unique_email("recent")
+    admin.execute("insert into login_attempts (email, client_ip, kind, attempted_at) values "
+                  "(%s, '203.0.113.9', 'login', now() - interval '25 hours'), "
+                  "(%s, '203.0.113.9', 'reset', now() - interval '2 days'), "
+                  "(%s, '203.0.113.9', 'login', now() - interval '23 hours')", (old, old, recent))
+    assert worker.execute("select app.purge_login_attempts() as n").fetchone()["n"] >= 2
+    remaining = admin.execute("select email from login_attempts where email in (%s, %s)", (old, recent)).fetchall()
+    assert [r["email"] for r in remaining] == [recent]
+    assert worker.execute("select app.purge_login_attempts() as n").fetchone()["n"] == 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        connect("sg_app").execute("select app.purge_login_attempts()")
 
 
 # -- tokens --------------------------------------------------------------------------------

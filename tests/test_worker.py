@@ -212,7 +212,7 @@ def test_a_sigkilled_worker_leaves_the_job_to_another(api, connect, database_dsn
     assert [m["reason"] for m in movements] == ["render"]
 
 
-def test_the_worker_schedules_renewals_and_the_reporting_roll_up(database_dsn, media_root):
+def test_the_worker_schedules_renewals_roll_ups_and_purges(database_dsn, media_root):
     settings = WorkerSettings(dsn=role_dsn(database_dsn, "sg_worker"), media_root=media_root)
 
     async def scheduled() -> set[str]:
@@ -223,4 +223,4 @@ def test_the_worker_schedules_renewals_and_the_reporting_roll_up(database_dsn, m
     thread = threading.Thread(target=lambda: outcome.append(asyncio.run(scheduled())))
     thread.start()
     thread.join()
-    assert outcome == [{"renew_free_subscriptions", "roll_up_reporting"}]
+    assert outcome == [{"renew_free_subscriptions", "roll_up_reporting", "purge_login_attempts"}]

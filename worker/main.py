@@ -152,6 +152,8 @@ def register_mail(pgq: PgQueuer, pool: AsyncConnectionPool, settings: MailSettin
 FREE_RENEWAL_CRON = "15 3 * * *"
 # Daily, just after a UTC day is over (and its ten-minute grace): sum it for the analysts.
 REPORTING_ROLLUP_CRON = "20 0 * * *"
+# Hourly: the login throttle's table keeps a day of attempts, not every one ever made.
+LOGIN_ATTEMPT_PURGE_CRON = "40 * * * *"
 
 
 def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
@@ -170,6 +172,10 @@ def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
     @pgq.schedule("roll_up_reporting", REPORTING_ROLLUP_CRON)
     async def roll_up_reporting(schedule) -> None:
         log.info("reporting roll-up: finished days before %s summed", await call("roll_up_reporting"))
+
+    @pgq.schedule("purge_login_attempts", LOGIN_ATTEMPT_PURGE_CRON)
+    async def purge_login_attempts(schedule) -> None:
+        log.info("login attempts: %d older than a day forgotten", await call("purge_login_attempts"))
 
 
 def _warm_templates(cache_dir: Path) -> None:
