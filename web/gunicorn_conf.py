@@ -30,8 +30,10 @@ errorlog = "-"
 
 # argon2 hashes wait for one of a core's worth of slots (web/passwords.py). Made here, in
 # the master, so that every worker forked from it shares the same ones: per-worker slots
-# would leave a core idle whenever the client connections bunch up on one worker.
-_hashing_slots = multiprocessing.get_context("fork").BoundedSemaphore(len(os.sched_getaffinity(0)))
+# would leave a core idle whenever the client connections bunch up on one worker. As many
+# as web/passwords.py's CORES (not imported from there: the master loads none of the app).
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_hashing_slots = multiprocessing.get_context("fork").BoundedSemaphore(_cores)
 
 
 def post_fork(server, worker):

@@ -25,7 +25,7 @@ hasher = PasswordHasher(memory_cost=19456, time_cost=2, parallelism=1)
 # slots. A process has its own slots until `share_hashing_slots` gives it the ones all of
 # gunicorn's workers share (web/gunicorn_conf.py): then the limit holds however the
 # client connections happen to spread over the workers.
-CORES = len(os.sched_getaffinity(0))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _slots = threading.BoundedSemaphore(CORES)
 # A worker killed mid-hash never gives its shared slot back; rather than let such a lost
 # slot stall sign-ins, a hash that waited this long goes ahead without one.
