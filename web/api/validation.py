@@ -23,7 +23,9 @@ def json_body() -> dict[str, Any]:
 
 def string_field(body: dict, name: str, *, required: bool = True, min_length: int = 0,
                  max_length: int = 10_000, strip: bool = False) -> str | None:
-    """body[name] as a string within the length bounds; 422 naming the field otherwise."""
+    """body[name] as a string within the length bounds; 422 naming the field otherwise.
+    With `strip`, the maximum applies to the value as sent (as the OpenAPI schema says)
+    and the minimum to what is left once surrounding whitespace is stripped."""
     value = body.get(name)
     if value is None:
         if required:
@@ -33,11 +35,10 @@ def string_field(body: dict, name: str, *, required: bool = True, min_length: in
         raise ApiError(422, f"{name}: must be a string", field=name)
     if "\x00" in value:
         raise ApiError(422, f"{name}: must not contain NUL characters", field=name)
-    if strip:
-        value = value.strip()
-    if not min_length <= len(value) <= max_length:
+    stripped = value.strip() if strip else value
+    if len(value) > max_length or len(stripped) < min_length:
         raise ApiError(422, f"{name}: must be {min_length} to {max_length} characters", field=name)
-    return value
+    return stripped
 
 
 def int_field(body: dict, name: str, *, default: int | None = None, minimum: int, maximum: int) -> int:
