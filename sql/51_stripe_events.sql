@@ -403,6 +403,14 @@ begin
       if upgraded_to.tier is null or upgraded_from.tier is null or difference <= 0 then
         return 'plan change without more credits: nothing granted';
       end if;
+      -- arriving after the renewal that ended the upgraded period, it would only inflate the new one
+      select max(app.stripe_time(line #> '{period,end}')) into period_end
+        from jsonb_array_elements(coalesce(invoice #> '{lines,data}', '[]')) as l(line)
+       where app.stripe_line_is_proration(line);
+      if exists (select 1 from public.credit_ledger l
+                  where l.user_id = uid and l.reason = 'renewal' and l.period_start >= period_end) then
+        return 'upgrade of a period already renewed: nothing granted';
+      end if;
       select g.granted into granted
         from app.grant_credits(uid, difference, 'upgrade_grant', 'upgrade:' || (invoice ->> 'id'), event_id) g;
       return case when granted then 'upgrade ' || upgraded_from.tier || ' -> ' || upgraded_to.tier

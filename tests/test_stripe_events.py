@@ -224,6 +224,16 @@ def test_an_upgrade_invoice_grants_the_difference_once_and_changes_no_plan(clien
     assert (state["tier"], int(state["current_period_start"].timestamp())) == ("pro", start)
 
 
+def test_an_upgrade_arriving_after_the_next_renewal_grants_nothing(client, admin, customer):
+    start = int(time.time()) - MONTH
+    post(client, invoice_paid(customer.customer, customer.sub, PRICES["starter"], start, created=start))
+    post(client, invoice_paid(customer.customer, customer.sub, PRICES["pro"], start + MONTH, reason="subscription_cycle"))
+    late = upgrade_invoice_paid(customer.customer, customer.sub, PRICES["starter"], PRICES["pro"], start + 86400,
+                                start + MONTH)
+    post(client, late)
+    assert balance(admin, customer.id) == 100 == ledger_sum(admin, customer.id)
+
+
 def test_a_downgrade_invoice_grants_nothing(client, admin, customer):
     now = int(time.time())
     post(client, invoice_paid(customer.customer, customer.sub, PRICES["pro"], now - 86400))

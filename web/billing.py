@@ -98,13 +98,17 @@ def plan(tier: str) -> Plan:
     return Plan(**row)
 
 
-def priced_plan(tier: str) -> Plan:
-    """A paid plan that Stripe can sell (its price id is configured)."""
+def paid_plan(tier: str) -> Plan:
+    """One of the plans on sale (422 for any other tier)."""
     if tier not in PAID_TIERS:
         raise ApiError(422, f"tier: must be one of {', '.join(PAID_TIERS)}", field="tier")
-    chosen = plan(tier)
+    return plan(tier)
+
+
+def priced(chosen: Plan) -> Plan:
+    """The plan, if Stripe can sell it (its price id is configured); 503 otherwise."""
     if not chosen.stripe_price_id:
-        raise ApiError(503, f"Billing is not configured: STRIPE_PRICE_{tier.upper()} is not set.",
+        raise ApiError(503, f"Billing is not configured: STRIPE_PRICE_{chosen.tier.upper()} is not set.",
                        {"Retry-After": RETRY_AFTER_MISCONFIGURED})
     return chosen
 
@@ -178,9 +182,10 @@ def _live_subscription_at_stripe(customer_id: str):
 def checkout_url(user_id, tier: str) -> str:
     """Start a subscription Checkout for `tier` (for a customer without a live
     subscription); where to send the browser. 409 when there is one already."""
-    chosen = priced_plan(tier)
+    chosen = paid_plan(tier)
     who = account(user_id)
     _require_verified(who)
+    priced(chosen)
     if who.has_live_subscription:
         raise ApiError(409, "You already have a subscription: change its plan instead.",
                        change_plan_url="/billing")
@@ -261,17 +266,18 @@ def change_plan(user_id, tier: str) -> Change:
     and charged now, with the difference in credits once that invoice is paid); a
     downgrade when the period ends; Free = cancel at period end; the current plan again
     undoes a pending downgrade or cancellation."""
-    if tier != "free":
-        chosen = priced_plan(tier)
+    if tier == "free":
+        who = account(user_id)
+        if not who.has_live_subscription:
+            raise ApiError(409, "You are on the Free plan already.")
+        return cancel(user_id)
+    chosen = paid_plan(tier)
     who = account(user_id)
     _require_verified(who)
+    priced(chosen)
     if not who.has_live_subscription:
-        if tier == "free":
-            raise ApiError(409, "You are on the Free plan already.")
         return Change("checkout", f"Continue to checkout for {chosen.name}.", checkout_url(user_id, tier))
     _live(who)
-    if tier == "free":
-        return cancel(user_id)
     current = plan(who.subscribed_tier)
     if tier == who.subscribed_tier:
         if who.pending_tier:

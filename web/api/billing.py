@@ -62,13 +62,14 @@ def create_checkout_session():
     return jsonify(checkout_url=billing.checkout_url(_current_user_id(), tier))
 
 
-def change_json(change: billing.Change, status: int = 202):
-    """A change is made at Stripe now; our copy follows within seconds (the worker's
-    re-read), hence 202 and `syncing` in GET /v1/billing/subscription meanwhile."""
+def change_json(change: billing.Change):
+    """202: the change is made at Stripe now and our copy follows within seconds (the
+    worker's re-read; `syncing` in GET /v1/billing/subscription meanwhile), or, from Free,
+    it continues at the Checkout given."""
     body = {"action": change.action, "detail": change.detail}
     if change.checkout_url:
         body["checkout_url"] = change.checkout_url
-    return jsonify(body), (200 if change.checkout_url else status)
+    return jsonify(body), 202
 
 
 @api.post("/billing/change-plan")
