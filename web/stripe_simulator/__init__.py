@@ -1,0 +1,29 @@
+"""A loopback Stripe that speaks today's API (version 2026-10-28.endive).
+
+It is what local test mode runs on (`make run` without Stripe keys) and what the billing
+tests drive through the real stripe-python library: customers, prices, Checkout (with
+its hosted page), the billing portal, subscriptions with prorations, subscription
+schedules, invoices, one-off payments with refunds and disputes, events and signed
+webhook deliveries, plus a simulated clock that renews, retries and expires.
+
+    sim = StripeSimulator(state_file=None)
+    base_url = sim.start()                # http://127.0.0.1:PORT
+    sim.ensure_price("price_starter_test", unit_amount=900, product_name="Starter")
+    sim.add_webhook_endpoint(url, secret)
+    sim.advance(31 * 86400)               # renewals, retries, expiries passed
+
+`/_sim/...` exposes the same test hooks over HTTP for a separately started process.
+"""
+from __future__ import annotations
+
+from .billing import Billing
+from .checkout import Payments
+from .core import FAULTS, Core, SimulatorError
+from .params import StripeError
+from .shapes import API_VERSION
+
+__all__ = ["API_VERSION", "FAULTS", "SimulatorError", "StripeError", "StripeSimulator"]
+
+
+class StripeSimulator(Billing, Payments, Core):
+    """The simulator: Core holds state, clock and delivery; the mixins hold Stripe's rules."""
