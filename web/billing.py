@@ -196,7 +196,10 @@ def checkout_url(user_id, tier: str) -> str:
         raise ApiError(409, "You already have a subscription: change its plan instead.",
                        change_plan_url="/billing")
     stripe_api = client().v1
-    with stripe_errors():
+    # one Checkout decision per customer at a time: the row lock, held until Stripe has
+    # answered, serialises a user's tabs (each would otherwise expire the others' sessions)
+    with db.tx(user_id) as cur, stripe_errors():
+        cur.execute("select * from app.lock_billing_customer()")
         # an older Checkout left open (another tab) could otherwise still start a second subscription
         for session in stripe_api.checkout.sessions.list(params={"customer": customer_id, "status": "open",
                                                                  "limit": 20}).data:
@@ -367,10 +370,8 @@ def invoices(user_id, limit: int = 12) -> list[dict]:
         return []
     with stripe_errors():
         listed = client().v1.invoices.list(params={"customer": who.customer_id, "limit": limit})
-    return [{"id": invoice.id, "number": invoice.get("number"), "status": invoice.status,
-             "amount_paid": invoice.get("amount_paid") or 0, "amount_due": invoice.get("amount_due") or 0,
-             "currency": invoice.get("currency") or "usd", "created": invoice.created,
-             "hosted_invoice_url": invoice.get("hosted_invoice_url")} for invoice in listed.data]
+    fields = ("id", "number", "status", "amount_paid", "amount_due", "currency", "created", "hosted_invoice_url")
+    return [{name: invoice.to_dict().get(name) for name in fields} for invoice in listed.data]
 
 
 # -- webhooks ----------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import psycopg
 import stripe
-from psycopg.types.json import Jsonb
 
 log = logging.getLogger(__name__)
 LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
@@ -38,8 +37,9 @@ def sync_subscription(conn: psycopg.Connection, stripe_client: stripe.StripeClie
     """
     started_at = conn.execute("select app.start_stripe_sync(%s)", (subscription_id,)).fetchone()[0]
     subscription = stripe_client.v1.subscriptions.retrieve(subscription_id, params={"expand": ["schedule"]})
-    outcome = conn.execute("select app.apply_stripe_subscription(%s, %s, %s)",
-                           (Jsonb(subscription.to_dict()), started_at, source)).fetchone()[0]
+    # Stripe's own JSON, exactly as it answered
+    outcome = conn.execute("select app.apply_stripe_subscription(%s::jsonb, %s, %s)",
+                           (subscription.last_response.body, started_at, source)).fetchone()[0]
     if _follow and outcome.startswith("superseded by sub_"):
         current = outcome.removeprefix("superseded by ")
         sync_subscription(conn, stripe_client, current, source, _follow=False)
