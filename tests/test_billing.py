@@ -11,64 +11,22 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
-import stripe
 from psycopg.rows import dict_row
 
-from web import create_app
 from web.config import role_dsn
-from web.stripe_simulator import StripeSimulator
-from web.stripe_sync import reconcile, sync_subscription
+from web.stripe_sync import reconcile
 
-from .conftest import WEBHOOK_SECRET, api_signup, balance, bearer, client_with_own_ip, ledger_sum, verify, wait_for
-from .stripe_fakes import LiveServer
+from .billing_env import PRICES, session_of, settle, simulated_billing
+from .conftest import api_signup, balance, bearer, client_with_own_ip, ledger_sum, verify
 from .test_credits import invariant_violations, run_concurrently
 
-PRICES = {"starter": "price_sim_starter", "pro": "price_sim_pro", "agency": "price_sim_agency"}
-AMOUNTS = {"starter": 900, "pro": 2900, "agency": 9900}
 DAY = 86400
 
 
 @pytest.fixture(scope="module")
 def env(database_dsn, media_root, connect, webhook_secret):
-    sim = StripeSimulator()
-    base = sim.start()
-    for tier, price in PRICES.items():
-        sim.ensure_price(price, unit_amount=AMOUNTS[tier], product_name=tier.title())
-    admin = connect("postgres")
-    for tier, price in PRICES.items():
-        admin.execute("update plans set stripe_price_id = %s where tier = %s", (price, tier))
-    config = {"TESTING": True, "DATABASE_URL": database_dsn, "SECRET_KEY": "billing-tests-" + "k" * 40,
-              "APP_DATABASE_URL": role_dsn(database_dsn, "sg_app"), "MEDIA_ROOT": str(media_root),
-              "BILLING_MODE": "stripe", "STRIPE_SECRET_KEY": "sk_test_simulated", "STRIPE_API_BASE": base,
-              "FRONTEND_URL": "https://app.storygenius.test"}
-    app = create_app(config)
-    live = LiveServer(app)
-    sim.add_webhook_endpoint(f"{live.url}/v1/billing/webhook", webhook_secret)
-    worker = psycopg.connect(role_dsn(database_dsn, "sg_worker"), autocommit=True)
-    stripe_client = stripe.StripeClient("sk_test_simulated", base_addresses={"api": base})
-    yield SimpleNamespace(app=app, live=live, sim=sim, admin=admin, worker=worker, stripe=stripe_client,
-                          config=config)
-    worker.close()
-    live.stop()
-    sim.stop()
-    app.extensions["sg_pool"].close()
-    for tier in PRICES:
-        admin.execute("update plans set stripe_price_id = null where tier = %s", (tier,))
-
-
-def settle(env, rounds: int = 20) -> list[str]:
-    """Let the simulator's webhooks arrive, then run every queued re-read the way the
-    worker's `stripe_sync` handler does, until none is left; their outcomes."""
-    outcomes = []
-    for _ in range(rounds):
-        assert env.sim.wait_for_deliveries(15)
-        queued = env.admin.execute("delete from pgqueuer where entrypoint = 'stripe_sync' returning payload").fetchall()
-        if not queued:
-            return outcomes
-        for row in queued:
-            subscription = json.loads(bytes(row["payload"]))["subscription"]
-            outcomes.append(sync_subscription(env.worker, env.stripe, subscription))
-    raise AssertionError("re-reads kept coming")
+    with simulated_billing(database_dsn, media_root, connect("postgres"), webhook_secret) as env:
+        yield env
 
 
 @pytest.fixture
@@ -91,10 +49,6 @@ def movements(env, user) -> list[tuple[str, int]]:
     rows = env.admin.execute("select reason, delta from credit_ledger where user_id = %s order by created_at, delta",
                              (user.id,)).fetchall()
     return [(r["reason"], r["delta"]) for r in rows]
-
-
-def session_of(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[1]
 
 
 def subscribe(env, client, user, tier: str = "starter", outcome: str = "paid") -> dict:
