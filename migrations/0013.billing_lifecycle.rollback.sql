@@ -17,5 +17,3 @@ alter table subscriptions force row level security;
 alter table subscriptions drop constraint subscriptions_status_check;
 alter table subscriptions add constraint subscriptions_status_check
   check (status in ('active', 'trialing', 'past_due', 'unpaid', 'canceled', 'incomplete'));
-drop extension pgcrypto;
-drop schema extensions;

@@ -6,11 +6,6 @@
 -- function can still use them.
 -- depends: 0012.login_attempts_hold_failures
 
--- HMAC-SHA256 for the webhook signature (sql/51_stripe_events.sql). Trusted extension,
--- kept out of public so nothing resolves to it by accident.
-create schema extensions;
-create extension pgcrypto with schema extensions;
-
 alter table subscriptions drop constraint subscriptions_status_check;
 alter table subscriptions add constraint subscriptions_status_check check (status in
   ('active', 'trialing', 'past_due', 'unpaid', 'canceled', 'incomplete', 'incomplete_expired', 'paused'))

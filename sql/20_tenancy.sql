@@ -81,8 +81,6 @@ create policy "service functions reach every row" on public.stripe_webhook_secre
 revoke all on all tables in schema public from public, sg_app, sg_worker, sg_service, sg_reporting, sg_analyst;
 revoke all on all sequences in schema public from public, sg_app, sg_worker, sg_service, sg_reporting, sg_analyst;
 grant usage on schema public to sg_app, sg_worker, sg_service;
--- pgcrypto's hmac/digest, for the webhook signature check
-grant usage on schema extensions to sg_service;
 
 -- The web process reads its user's rows (never a password, key or token hash) and
 -- changes state only through app functions; the one direct write is the profile name.

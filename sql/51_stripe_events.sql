@@ -8,6 +8,29 @@
 set local role sg_service;
 
 /**
+ * HMAC-SHA256 (RFC 2104) from Postgres's built-in sha256(), so the check needs no
+ * extension: pgcrypto is missing from some Postgres builds (the embedded server that
+ * `make run` starts has none). tests/test_stripe_events.py compares it with Python's hmac.
+ */
+create or replace function app.hmac_sha256(key bytea, message bytea) returns bytea
+language plpgsql immutable strict parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  block bytea := case when length(key) > 64 then sha256(key) else key end;
+  inner_pad bytea := decode(repeat('36', 64), 'hex');
+  outer_pad bytea := decode(repeat('5c', 64), 'hex');
+begin
+  block := block || decode(repeat('00', 64 - length(block)), 'hex');
+  for i in 0..63 loop
+    inner_pad := set_byte(inner_pad, i, get_byte(block, i) # 54);   -- 0x36
+    outer_pad := set_byte(outer_pad, i, get_byte(block, i) # 92);   -- 0x5c
+  end loop;
+  return sha256(outer_pad || sha256(inner_pad || message));
+end
+$$;
+
+/**
  * Raises P0400 unless `signature_header` (Stripe-Signature: t=<unix time>,v1=<hex>,…)
  * carries an HMAC-SHA256 of "<t>.<raw_body>" under one of the stored webhook secrets,
  * made within 300 seconds of now in either direction. Digests are compared, not the
@@ -36,9 +59,9 @@ begin
   if not exists (
       select 1
         from public.stripe_webhook_secrets s, unnest(candidates) as candidate
-       where extensions.digest(candidate, 'sha256') = extensions.digest(
-               encode(extensions.hmac(convert_to(signed_at || '.' || raw_body, 'UTF8'),
-                                      convert_to(s.secret, 'UTF8'), 'sha256'), 'hex'), 'sha256')) then
+       where sha256(convert_to(candidate, 'UTF8')) = sha256(convert_to(encode(
+               app.hmac_sha256(convert_to(s.secret, 'UTF8'), convert_to(signed_at || '.' || raw_body, 'UTF8')),
+               'hex'), 'UTF8'))) then
     raise exception 'Invalid Stripe signature.' using errcode = 'P0400';
   end if;
 end

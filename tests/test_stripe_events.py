@@ -71,6 +71,16 @@ def apply_read(conn, obj: dict, source: str = "sync") -> str:
 
 # -- the signature, checked by the database ------------------------------------------------
 
+@pytest.mark.parametrize("key, message", [(b"whsec_short", b"1700000000.{}"), (b"k" * 64, b""),
+                                          (b"a much longer key than the block size " * 3, "ünïcode".encode() * 100)])
+def test_the_databases_hmac_is_rfc_2104(connect, key, message):
+    import hashlib
+    import hmac
+
+    ours = connect("postgres").execute("select app.hmac_sha256(%s, %s) as h", (key, message)).fetchone()["h"]
+    assert bytes(ours) == hmac.new(key, message, hashlib.sha256).digest()
+
+
 def test_sg_app_cannot_store_a_forged_event(admin, customer, connect):
     """The attack of issue 16: as sg_app, with no secret, a forged paid checkout used to make
     the user Agency with 505 credits. Now the database refuses anything Stripe did not sign."""
