@@ -6,7 +6,6 @@ customer; upgrades now, downgrades and cancellations at the period's end."""
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 
 import psycopg
