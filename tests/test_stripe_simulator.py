@@ -794,3 +794,120 @@ def test_state_survives_a_restart_with_a_state_file(tmp_path):
         assert api.v1.invoices.list(params={"subscription": sub.id}).data[0].billing_reason == "subscription_cycle"
     finally:
         second.stop()
+
+
+# -- every bad input is a clear 4xx -----------------------------------------------------------
+
+GARBAGE = [
+    {}, {"unknown": "1"}, {"items": "abc"}, {"items[0]": "abc"}, {"items[0][id][x]": "1"},
+    {"items[0][id]": "si_nope", "items[0][price]": PRO}, {"items[0][price]": "price_nope"},
+    {"items[0][deleted]": "true"}, {"items[0][quantity]": "-3", "items[0][price]": PRO},
+    {"metadata": "abc"}, {"metadata[a][b]": "c"}, {"metadata[k]": "v" * 501}, {"limit": "abc"}, {"limit": "0"},
+    {"limit": "1000"}, {"starting_after": "cus_nope"}, {"ending_before": "sub_nope"}, {"expand[0]": "nope"},
+    {"expand": "abc"}, {"expand[0][x]": "1"}, {"customer[a]": "b"}, {"customer": "cus_nope"},
+    {"line_items[0][price][x]": "1"}, {"line_items[0][price]": STARTER, "line_items[0][quantity]": "abc"},
+    {"mode": "setup"}, {"mode": "subscription", "line_items": ""}, {"phases[0][items]": "x"},
+    {"phases[0][items][0][price]": PRO, "phases[0][end_date]": "1"}, {"cancel_at_period_end": "maybe"},
+    {"proration_date": "abc"}, {"proration_behavior": "sometimes"}, {"payment_behavior[x]": "1"},
+    {"amount": "-5"}, {"amount": "99999999999999999999"}, {"status": "weird"}, {"type[a]": "1"},
+    {"email[x]": "1"}, {"description[x]": "1"}, {"trial_end": "1"}, {"trial_period_days": "abc"},
+    {"from_subscription": "sub_nope"}, {"from_subscription[x]": "1"}, {"end_behavior": "explode"},
+    {"charge": "ch_nope"}, {"payment_intent[x]": "y"}, {"url": "ftp://x"}, {"enabled_events": "x"},
+    {"a[": "1"}, {"]": "1"}, {"items[0][price]": PRO, "items[0]": "x"}, {"return_url[x]": "1"},
+    {"cancellation_details": "x"}, {"cancellation_details[comment][x]": "1"}, {"types[0][x]": "1"},
+    {"subscription_data[trial_period_days]": "0"}, {"expires_at": "1"}, {"recurring[interval]": "fortnight"},
+]
+
+
+def test_no_input_makes_the_api_answer_500(sim, client):
+    from web.stripe_simulator.server import API
+
+    customer_id, sub = subscribe(sim, client)
+    schedule = client.v1.subscription_schedules.create(params={"from_subscription": sub.id})
+    pack = sim.ensure_price("price_pack_test", unit_amount=500, product_name="Pack", interval=None)
+    session = client.v1.checkout.sessions.create(params={
+        "mode": "payment", "line_items": [{"price": pack["id"], "quantity": 1}]})
+    done = sim.complete_checkout(session.id)
+    charge = client.v1.payment_intents.retrieve(done["payment_intent"]).latest_charge
+    ids = {"customers": customer_id, "subscriptions": sub.id, "subscription_schedules": schedule.id,
+           "invoices": sub.latest_invoice, "checkout": session.id, "prices": STARTER, "charges": charge,
+           "payment_intents": done["payment_intent"], "events": sim.events[-1]["id"]}
+    headers = {"Authorization": "Bearer sk_test_x"}
+    statuses = set()
+
+    def destructive(route):  # routes that end what the others need go last, deleting the customer at the very end
+        method, rule, _ = route
+        return (rule == "/v1/customers/<id>" and method == "DELETE",
+                method == "DELETE" or rule.endswith(("/cancel", "/release", "/expire", "/pay")))
+
+    for method, rule, _ in sorted(API, key=destructive):
+        resource = rule.split("/")[2]
+        path = rule.replace("<id>", ids.get(resource, "xx_nope"))
+        for params in GARBAGE:
+            query = urllib.parse.urlencode(params)
+            if method == "POST":
+                status, _, body = http(f"{sim.base_url}{path}", params, "POST", headers)
+            else:
+                status, _, body = http(f"{sim.base_url}{path}?{query}", None, method, headers)
+            assert status < 500, (method, path, params, body)
+            statuses.add(status)
+            if status >= 400:
+                error = json.loads(body)["error"]
+                assert error["type"] in ("invalid_request_error", "card_error", "idempotency_error")
+                assert error["message"]
+    assert {200, 400, 404} <= statuses
+
+
+NAMES = ["customer", "customer_email", "email", "name", "description", "metadata", "items", "id", "price",
+         "quantity", "deleted", "proration_behavior", "proration_date", "payment_behavior", "cancel_at_period_end",
+         "cancel_at", "mode", "line_items", "price_data", "currency", "unit_amount", "product", "product_data",
+         "recurring", "interval", "interval_count", "subscription_data", "trial_period_days", "trial_end",
+         "payment_intent_data", "success_url", "cancel_url", "client_reference_id", "expires_at",
+         "from_subscription", "phases", "start_date", "end_date", "iterations", "end_behavior", "return_url",
+         "amount", "charge", "payment_intent", "reason", "limit", "starting_after", "ending_before", "status",
+         "subscription", "type", "types", "expand", "url", "enabled_events", "cancellation_details", "comment",
+         "customer_creation", "pending", "active", "default_payment_method", "0", "1"]
+
+
+def _flatten(value, prefix: str) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [pair for key, inner in value.items() for pair in _flatten(inner, f"{prefix}[{key}]")]
+    return [(prefix, value)]
+
+
+def test_generated_parameters_never_make_the_api_answer_500():
+    """Every POST route with parameters built from Stripe's own names, nested and typed at random."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from web.stripe_simulator.server import API
+
+    sim = StripeSimulator()
+    sim.start()
+    try:
+        sim.ensure_price(STARTER, unit_amount=900, product_name="Starter")
+        sim.ensure_price(PRO, unit_amount=2900, product_name="Pro")
+        api = stripe.StripeClient("sk_test_x", base_addresses={"api": sim.base_url}, max_network_retries=0)
+        customer_id, sub = subscribe(sim, api)
+        scalars = st.sampled_from(["", "0", "-1", "1", "2", "abc", "true", "false", "now", "usd", "month",
+                                   "subscription", "payment", "always_invoice", "pending_if_incomplete",
+                                   "http://x.test/", STARTER, PRO, "price_nope", customer_id, sub.id,
+                                   sub["items"].data[0].id, sub.latest_invoice, str(10 ** 20),
+                                   str(sim.now() + 40 * DAY)])
+        values = st.recursive(scalars, lambda inner: st.dictionaries(st.sampled_from(NAMES), inner, max_size=3),
+                              max_leaves=8)
+        routes = [(m, r.replace("<id>", {"customers": customer_id, "subscriptions": sub.id, "invoices":
+                                         sub.latest_invoice}.get(r.split("/")[2], "xx_nope")))
+                  for m, r, _ in API if m == "POST" and not r.startswith("/v1/customers/")]
+
+        @settings(max_examples=300, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+        @given(route=st.sampled_from(routes), params=st.dictionaries(st.sampled_from(NAMES), values, max_size=4))
+        def check(route, params):
+            pairs = [pair for key, value in params.items() for pair in _flatten(value, key)]
+            status, _, body = http(f"{sim.base_url}{route[1]}", pairs, "POST", {"Authorization": "Bearer sk_test_x"})
+            assert status < 500, (route, pairs, body)
+
+        check()
+    finally:
+        sim.stop()

@@ -22,7 +22,7 @@ from typing import Any
 from . import shapes
 from .core import PRIVATE, SimulatorError
 from .params import (allow, boolean, card_declined, choice, integer, invalid, listed, metadata, require,
-                     string)
+                     string, text)
 
 DAY = 86400
 RETRY_EVERY = 3 * DAY
@@ -153,7 +153,7 @@ class Billing:
         if product_id in self.objects["product"]:
             raise invalid(f"Product already exists.", param="id", code="resource_already_exists")
         product = shapes.product(product_id, self.now(), name)
-        product["description"] = p.get("description") or None
+        product["description"] = text(p, "description")
         product["metadata"] = metadata(p.get("metadata", {}))
         self._store("product", product)
         self._emit("product.created", product)
@@ -192,7 +192,8 @@ class Billing:
                               f"{prefix}recurring[interval]", ("day", "week", "month", "year"))
             count = integer(recurring.get("interval_count", 1), f"{prefix}recurring[interval_count]", 1, 12)
         price = shapes.price(shapes.new_id("price_"), self.now(), product["id"], unit_amount, currency, interval,
-                             count, nickname=p.get("nickname") or None, lookup_key=p.get("lookup_key") or None,
+                             count, nickname=text(p, "nickname", f"{prefix}nickname"),
+                             lookup_key=text(p, "lookup_key", f"{prefix}lookup_key", 200),
                              metadata=metadata(p.get("metadata", {})))
         return self._store("price", price)
 
@@ -276,7 +277,7 @@ class Billing:
                 and customer.get(PRIVATE + "failing")):
             raise card_declined()
         sub = self._start_subscription(customer, specs, metadata(p.get("metadata", {})),
-                                       p.get("description") or None, trial_end,
+                                       text(p, "description", max_length=500), trial_end,
                                        payment="none" if behavior == "default_incomplete" else "card")
         if "cancel_at_period_end" in p and boolean(p["cancel_at_period_end"], "cancel_at_period_end"):
             with self._changing(sub, "customer.subscription.updated"):
@@ -370,12 +371,12 @@ class Billing:
             if "metadata" in p:
                 sub["metadata"] = metadata(p["metadata"], current=sub["metadata"])
             if "description" in p:
-                sub["description"] = p["description"] or None
+                sub["description"] = text(p, "description", max_length=500)
             if "default_payment_method" in p:
-                sub["default_payment_method"] = p["default_payment_method"] or None
+                sub["default_payment_method"] = text(p, "default_payment_method")
             for key in ("comment", "feedback"):
                 if key in details:
-                    sub["cancellation_details"][key] = details[key] or None
+                    sub["cancellation_details"][key] = text(details, key, f"cancellation_details[{key}]")
             if cancel is not None:
                 self._schedule_cancel(sub, cancel)
             if cancel_at is not None:
@@ -418,11 +419,11 @@ class Billing:
         changes, prices = [], []
         for n, spec in enumerate(listed(param, "items")):
             spec = allow(spec, ("id", "price", "quantity", "deleted", "metadata", "clear_usage"), f"items[{n}]")
-            item = None
-            if spec.get("id"):
-                item = by_id.get(spec["id"])
+            item, item_id = None, text(spec, "id", f"items[{n}][id]")
+            if item_id:
+                item = by_id.get(item_id)
                 if item is None:
-                    raise invalid(f"No such subscription item: '{spec['id']}'", param=f"items[{n}][id]",
+                    raise invalid(f"No such subscription item: '{item_id}'", param=f"items[{n}][id]",
                                   code="resource_missing")
             if spec.get("deleted") and boolean(spec["deleted"], f"items[{n}][deleted]"):
                 if item is None:
@@ -553,7 +554,7 @@ class Billing:
         details = allow(p.get("cancellation_details", {}), ("comment", "feedback"), "cancellation_details")
         for key in ("comment", "feedback"):
             if key in details:
-                sub["cancellation_details"][key] = details[key] or None
+                sub["cancellation_details"][key] = text(details, key, f"cancellation_details[{key}]")
         self._end_subscription(sub, "cancellation_requested", immediately=True)
         return self._render(sub)
 
