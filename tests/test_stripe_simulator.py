@@ -796,6 +796,72 @@ def test_state_survives_a_restart_with_a_state_file(tmp_path):
         second.stop()
 
 
+def test_the_remaining_routes(sim, client):
+    customer_id, sub = subscribe(sim, client, price=PRO)
+    lines = client.v1.invoices.line_items.list(sub.latest_invoice)
+    assert [line.description for line in lines.data] == ["1 × Pro (at $29.00 / month)"]
+    session = client.v1.checkout.sessions.create(params={
+        "mode": "subscription", "customer": customer_id, "line_items": [{"price": STARTER, "quantity": 2}]})
+    items = client.v1.checkout.sessions.line_items.list(session.id)
+    assert [(i.price.id, i.quantity, i.amount_total) for i in items.data] == [(STARTER, 2, 1800)]
+    expanded = client.v1.checkout.sessions.retrieve(session.id, params={"expand": ["line_items"]})
+    assert expanded.line_items.data[0].price.id == STARTER
+    schedule = client.v1.subscription_schedules.create(params={"from_subscription": sub.id})
+    events = len(sim.events)
+    canceled = client.v1.subscription_schedules.cancel(schedule.id)
+    assert canceled.status == "canceled" and client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    assert types(sim, events) == ["customer.subscription.deleted", "subscription_schedule.canceled"]
+    endpoint = client.v1.webhook_endpoints.create(params={"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]})
+    assert endpoint.secret.startswith("whsec_")
+    assert [e.id for e in client.v1.webhook_endpoints.list().data if e.url == endpoint.url] == [endpoint.id]
+    assert client.v1.webhook_endpoints.delete(endpoint.id).deleted is True
+    second = client.v1.subscriptions.create(params={"customer": customer_id, "items": [{"price": STARTER}]})
+    assert client.v1.customers.delete(customer_id).deleted is True
+    assert client.v1.subscriptions.retrieve(second.id).status == "canceled"
+    assert client.v1.customers.retrieve(customer_id).to_dict() == {"id": customer_id, "object": "customer",
+                                                                    "deleted": True}
+
+
+def test_idempotency_keys_are_forgotten_after_24_hours(sim, client, monkeypatch):
+    import web.stripe_simulator.core as core
+
+    first = client.v1.customers.create(params={"email": "k@example.com"}, options={"idempotency_key": "old-key"})
+    real = core.time.time
+    monkeypatch.setattr(core.time, "time", lambda: real() + 24 * 3600 + 5)
+    client.v1.customers.create(params={"email": "other@example.com"})  # storing an answer prunes expired keys
+    again = client.v1.customers.create(params={"email": "k@example.com"}, options={"idempotency_key": "old-key"})
+    assert again.id != first.id
+
+
+def test_the_simulator_runs_as_its_own_process(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    receiver = Receiver()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web.stripe_simulator", "--port", "0", "--state-file", str(tmp_path / "s.json"),
+         "--price", f"{STARTER}:900:Starter", "--webhook", f"{receiver.url}={SECRET}"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        base_url = process.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        api = stripe.StripeClient("sk_test_x", base_addresses={"api": base_url}, max_network_retries=0)
+        assert api.v1.prices.retrieve(STARTER).unit_amount == 900
+        customer = api.v1.customers.create(params={"email": "cli@example.com"})
+        assert http(f"{base_url}/_sim/wait_for_deliveries", {"timeout": "10"})[0] == 200
+        assert [e.data.object.id for e in receiver.events()] == [customer.id]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        receiver.stop()
+    assert json.loads((tmp_path / "s.json").read_text())["objects"]["customer"][customer.id]["email"] == \
+        "cli@example.com"
+    refused = subprocess.run([sys.executable, "-m", "web.stripe_simulator", "--host", "0.0.0.0"],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "loopback" in refused.stderr
+
+
 # -- every bad input is a clear 4xx -----------------------------------------------------------
 
 GARBAGE = [

@@ -86,11 +86,13 @@ class Payments:
             "description": text(subscription_data, "description", "subscription_data[description]", 500)}
         session[PRIVATE + "intent"] = {"metadata": metadata(intent_data.get("metadata", {}),
                                                             "payment_intent_data[metadata]"),
-                                       "description": text(intent_data, "description", "payment_intent_data[description]")}
+                                       "description": text(intent_data, "description",
+                                                           "payment_intent_data[description]")}
         if p.get("customer_creation"):
             if mode != "payment":
                 raise invalid("`customer_creation` can only be used in `payment` mode.", param="customer_creation")
-            session["customer_creation"] = choice(p["customer_creation"], "customer_creation", ("always", "if_required"))
+            session["customer_creation"] = choice(p["customer_creation"], "customer_creation",
+                                                  ("always", "if_required"))
         self._store("checkout.session", session)
         return self._render(session)
 

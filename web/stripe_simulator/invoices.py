@@ -156,5 +156,6 @@ class Invoices:
     def api_invoiceitems_list(self, p: dict) -> dict:
         customer, pending = p.pop("customer", None), p.pop("pending", None)
         wanted = None if pending is None else boolean(pending, "pending")
-        return self._page("invoiceitem", p, "/v1/invoiceitems", lambda i: (customer is None or i["customer"] == customer)
+        return self._page("invoiceitem", p, "/v1/invoiceitems",
+                          lambda i: (customer is None or i["customer"] == customer)
                           and (wanted is None or (i["invoice"] is None) == wanted))

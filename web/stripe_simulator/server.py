@@ -246,9 +246,8 @@ class Application:
                     # Stripe keeps no result for a request refused before it ran
                     return _json(status, body, headers)
             if idempotency_key:
-                sim._idempotency[idempotency_key] = {"fingerprint": fingerprint, "status": status, "body": body,
-                                                     "request_id": request_id}
-                sim._save()
+                sim._remember(idempotency_key, {"fingerprint": fingerprint, "status": status, "body": body,
+                                                "request_id": request_id})
             return _json(status, body, headers)
 
     # -- pages and hooks ----------------------------------------------------------------------

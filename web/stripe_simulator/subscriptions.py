@@ -354,7 +354,8 @@ class Subscriptions:
         self._end_subscription(sub, "cancellation_requested", immediately=True)
         return self._render(sub)
 
-    def _end_subscription(self, sub: dict, reason: str, immediately: bool = False, schedule_status: str = "canceled") -> None:
+    def _end_subscription(self, sub: dict, reason: str, immediately: bool = False,
+                          schedule_status: str = "canceled") -> None:
         now = self.now()
         sub.update(status="canceled", ended_at=now, canceled_at=sub["canceled_at"] or now, pending_update=None)
         sub["cancellation_details"]["reason"] = sub["cancellation_details"]["reason"] or reason
