@@ -415,9 +415,11 @@ def test_upgrade_with_always_invoice_bills_two_proration_lines_now(sim, client):
     sim.advance(9 * DAY)
     events = len(sim.events)
     upgraded = client.v1.subscriptions.update(sub.id, params={
-        "items": [{"id": sub["items"].data[0].id, "price": PRO}], "proration_behavior": "always_invoice",
-        "payment_behavior": "error_if_incomplete"})
+        "items": [{"id": sub["items"].data[0].id, "price": PRO, "metadata": {"tier": "pro"}}],
+        "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete"})
     assert upgraded["items"].data[0].price.id == PRO and period(upgraded) == (start, end)
+    assert upgraded["items"].data[0].id == sub["items"].data[0].id
+    assert upgraded["items"].data[0].metadata.to_dict() == {"tier": "pro"}
     invoice = client.v1.invoices.retrieve(upgraded.latest_invoice)
     assert (invoice.billing_reason, invoice.status) == ("subscription_update", "paid")
     unused, remaining = invoice.lines.data
@@ -446,8 +448,9 @@ def test_upgrade_that_declines_with_error_if_incomplete_changes_nothing(sim, cli
     invoices = client.v1.invoices.list(params={"customer": customer_id}).data
     with pytest.raises(stripe.CardError) as declined:
         client.v1.subscriptions.update(sub.id, params={
-            "items": [{"id": sub["items"].data[0].id, "price": PRO}], "proration_behavior": "always_invoice",
-            "payment_behavior": "error_if_incomplete"})
+            "items": [{"id": sub["items"].data[0].id, "price": PRO, "metadata": {"tier": "pro"}}],
+            "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete",
+            "metadata": {"tier": "pro"}})
     assert declined.value.http_status == 402 and declined.value.code == "card_declined"
     assert client.v1.subscriptions.retrieve(sub.id).to_dict() == before
     assert len(sim.events) == events

@@ -146,7 +146,7 @@ class Subscriptions:
         if cancel_at not in (None, ""):
             cancel_at = integer(cancel_at, "cancel_at", now)
         details = allow(p.get("cancellation_details", {}), ("comment", "feedback"), "cancellation_details")
-        changes = self._item_changes(sub, p["items"]) if "items" in p else []
+        changes, item_metadata = self._item_changes(sub, p["items"]) if "items" in p else ([], [])
         start, end = self._period(sub)
         when = integer(p["proration_date"], "proration_date", start, end) if "proration_date" in p else now
         if behavior == "pending_if_incomplete" and set(p) - {"items", "proration_behavior", "proration_date",
@@ -179,6 +179,8 @@ class Subscriptions:
                 self._schedule_cancel(sub, cancel)
             if cancel_at is not None:
                 self._cancel_at(sub, cancel_at or None)
+            for item, meta in item_metadata:
+                item["metadata"] = meta
             self._apply_item_changes(sub, changes)
             for item in prorations:
                 self._store("invoiceitem", item)
@@ -211,10 +213,12 @@ class Subscriptions:
         sub["canceled_at"] = self.now() if when is not None else None
         sub["cancellation_details"]["reason"] = "cancellation_requested" if when is not None else None
 
-    def _item_changes(self, sub: dict, param: Any) -> list[dict]:
-        """[{item, price, quantity, old_price, old_quantity}] for `items[n]` (None item: added)."""
+    def _item_changes(self, sub: dict, param: Any) -> tuple[list[dict], list[tuple[dict, dict]]]:
+        """What `items[n]` asks for, checked and not yet applied: the billing changes
+        [{item, price, quantity, old_price, old_quantity, metadata}] (item None: added),
+        and the metadata of kept items [(item, new metadata)]."""
         by_id = {item["id"]: item for item in sub["items"]["data"]}
-        changes, prices = [], []
+        changes, prices, item_metadata = [], [], []
         for n, spec in enumerate(listed(param, "items")):
             spec = allow(spec, ("id", "price", "quantity", "deleted", "metadata", "clear_usage"), f"items[{n}]")
             item, item_id = None, text(spec, "id", f"items[{n}][id]")
@@ -225,10 +229,10 @@ class Subscriptions:
                                   code="resource_missing")
             if spec.get("deleted") and boolean(spec["deleted"], f"items[{n}][deleted]"):
                 if item is None:
-                    raise invalid("Missing required param: items[{n}][id].", param=f"items[{n}][id]",
+                    raise invalid(f"Missing required param: items[{n}][id].", param=f"items[{n}][id]",
                                   code="parameter_missing")
                 changes.append({"item": item, "price": None, "quantity": 0,
-                                "old_price": item["price"], "old_quantity": item["quantity"]})
+                                "old_price": item["price"], "old_quantity": item["quantity"], "metadata": None})
                 continue
             if item is None:
                 price = self._price(require(spec, "price", f"items[{n}][price]"), f"items[{n}][price]", True)
@@ -237,13 +241,15 @@ class Subscriptions:
                          else item["price"])
             quantity = integer(spec.get("quantity", item["quantity"] if item else 1), f"items[{n}][quantity]", 1,
                                10_000)
-            if item is not None and "metadata" in spec:
-                item["metadata"] = metadata(spec["metadata"], f"items[{n}][metadata]", item["metadata"])
+            meta = (metadata(spec["metadata"], f"items[{n}][metadata]", item["metadata"] if item else {})
+                    if "metadata" in spec else None)
             prices.append(price)
             if item is None or price["id"] != item["price"]["id"] or quantity != item["quantity"]:
                 changes.append({"item": item, "price": price, "quantity": quantity,
                                 "old_price": item["price"] if item else None,
-                                "old_quantity": item["quantity"] if item else 0})
+                                "old_quantity": item["quantity"] if item else 0, "metadata": meta})
+            elif meta is not None:
+                item_metadata.append((item, meta))
         if prices:
             self._same_interval(prices, "items", sub)
         remaining = ({i["id"] for i in sub["items"]["data"]}
@@ -255,7 +261,7 @@ class Subscriptions:
             and not any(c["item"] is i for c in changes)]
         if len(final) != len(set(final)):
             raise invalid("Cannot add multiple subscription items with the same price.", param="items")
-        return changes
+        return changes, item_metadata
 
     def _apply_item_changes(self, sub: dict, changes: list[dict]) -> None:
         start, end = self._period(sub)
@@ -266,15 +272,18 @@ class Subscriptions:
                 items.remove(item)
             elif item is None:
                 items.append(shapes.subscription_item(shapes.new_id("si_", 14), self.now(), sub["id"],
-                                                      change["price"], change["quantity"], start, end))
+                                                      change["price"], change["quantity"], start, end,
+                                                      change.get("metadata")))
             else:
                 item.update(price=change["price"], plan=shapes.plan(change["price"]), quantity=change["quantity"])
+                if change.get("metadata") is not None:
+                    item["metadata"] = change["metadata"]
         sub["items"]["total_count"] = len(items)
-        if changes and sub["schedule"]:
+        schedule = self.objects["subscription_schedule"].get(sub["schedule"] or "")
+        phase = self._current_phase(schedule) if schedule else None
+        if changes and phase is not None:
             # the schedule's current phase follows what the subscription now bills
-            schedule = self.objects["subscription_schedule"][sub["schedule"]]
-            phase = self._current_phase(schedule)
-            if phase is not None:
+            with self._changing(schedule, "subscription_schedule.updated"):
                 phase["items"] = shapes.schedule_phase(0, 0, [(i["price"]["id"], i["quantity"]) for i in items],
                                                        "create_prorations")["items"]
 
