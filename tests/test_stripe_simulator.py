@@ -566,6 +566,37 @@ def test_a_schedule_downgrade_takes_effect_at_the_period_boundary(sim, client):
     assert "subscription_schedule.released" in types(sim)
 
 
+def test_schedule_phases_that_change_inside_a_period_and_end_by_canceling(sim, client):
+    _, sub = subscribe(sim, client)
+    start, end = period(sub)
+    switch = start + 10 * DAY
+    schedule = client.v1.subscription_schedules.create(params={"from_subscription": sub.id})
+    client.v1.subscription_schedules.update(schedule.id, params={"end_behavior": "cancel", "phases": [
+        {"items": [{"price": STARTER}], "start_date": start, "end_date": switch},
+        {"items": [{"price": PRO}], "iterations": 1, "proration_behavior": "create_prorations"}]})
+    sim.advance(switch - sim.now() + 60)
+    moved = client.v1.subscriptions.retrieve(sub.id)
+    assert moved["items"].data[0].price.id == PRO and period(moved) == (start, end)
+    pending = client.v1.invoice_items.list(params={"pending": True}).data
+    assert sorted(i.amount for i in pending) == sorted([prorated(-900, end - switch, end - start),
+                                                        prorated(2900, end - switch, end - start)])
+    current = client.v1.subscription_schedules.retrieve(schedule.id)
+    assert current.current_phase.start_date == switch
+    phases = [{"items": [{"price": ph["items"][0]["price"]}], "start_date": ph.start_date, "end_date": ph.end_date}
+              for ph in current.phases]
+    updated = client.v1.subscription_schedules.update(schedule.id, params={"phases": phases,
+                                                                           "metadata": {"note": "kept"}})
+    assert [ph.start_date for ph in updated.phases] == [start, switch] and updated.metadata.note == "kept"
+    sim.advance(end - sim.now() + 60)
+    renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
+    assert [line.parent.subscription_item_details.proration for line in renewal.lines.data] == [True, True, False]
+    last_end = current.phases[1].end_date
+    sim.advance(last_end - sim.now() + 60)
+    assert client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    assert client.v1.subscription_schedules.retrieve(schedule.id).status == "completed"
+    assert "subscription_schedule.completed" in types(sim)
+
+
 def test_releasing_a_schedule_undoes_the_downgrade(sim, client):
     _, sub = subscribe(sim, client, price=PRO)
     start, end = period(sub)

@@ -55,31 +55,40 @@ class Schedules:
             raise invalid(f"You cannot update a subscription schedule that is currently in the "
                           f"`{schedule['status']}` status.")
         sub = self.objects["subscription"][schedule["subscription"]]
-        phases = self._parse_phases(schedule, p["phases"]) if "phases" in p else None
+        phases, current = self._parse_phases(schedule, p["phases"]) if "phases" in p else (None, None)
         proration = choice(p.get("proration_behavior", "create_prorations"), "proration_behavior",
                            PRORATION_BEHAVIORS)
+        end_behavior = choice(p.get("end_behavior", schedule["end_behavior"]), "end_behavior", ("release", "cancel"))
+        meta = metadata(p.get("metadata", {}), current=schedule["metadata"])
         with self._changing(schedule, "subscription_schedule.updated"):
-            if "end_behavior" in p:
-                schedule["end_behavior"] = choice(p["end_behavior"], "end_behavior", ("release", "cancel"))
-            if "metadata" in p:
-                schedule["metadata"] = metadata(p["metadata"], current=schedule["metadata"])
+            schedule.update(end_behavior=end_behavior, metadata=meta)
             if phases is not None:
                 schedule["phases"] = phases
-                schedule["current_phase"] = {"start_date": phases[0]["start_date"], "end_date": phases[0]["end_date"]}
+                schedule["current_phase"] = {"start_date": current["start_date"], "end_date": current["end_date"]}
         if phases is not None:
-            wanted = [(i["price"], i["quantity"]) for i in phases[0]["items"]]
+            wanted = [(i["price"], i["quantity"]) for i in current["items"]]
             if wanted != [(i["price"]["id"], i["quantity"]) for i in sub["items"]["data"]]:
-                self._enter_phase(sub, phases[0], proration if "proration_behavior" in p
-                                  else phases[0]["proration_behavior"])
+                self._enter_phase(sub, current, proration if "proration_behavior" in p
+                                  else current["proration_behavior"])
         return self._render(schedule)
 
-    def _parse_phases(self, schedule: dict, param: Any) -> list[dict]:
+    def _parse_phases(self, schedule: dict, param: Any) -> tuple[list[dict], dict]:
+        """The new phases and the current one among them. Phases that already ended may be
+        passed back as they are (as `schedule.phases` lists them) and are kept unchanged; the
+        first other phase is the current one, whose start cannot move."""
         current = schedule["current_phase"]
-        phases, previous_end = [], None
+        phases, previous_end, current_phase = [], None, None
         given = listed(param, "phases")
         if not given:
             raise invalid("Missing required param: phases.", param="phases", code="parameter_missing")
+        ended = {ph["start_date"]: ph for ph in schedule["phases"] if ph["end_date"] <= current["start_date"]}
+        first = 0
         for n, spec in enumerate(given):
+            if first == n and isinstance(spec, dict) and str(spec.get("start_date", "")).isdigit() and \
+                    int(spec["start_date"]) in ended:
+                phases.append(ended[int(spec["start_date"])])
+                first = n + 1
+                continue
             name = f"phases[{n}]"
             spec = allow(spec, ("items", "start_date", "end_date", "iterations", "proration_behavior", "metadata"),
                          name)
@@ -92,7 +101,7 @@ class Schedules:
             if not items:
                 raise invalid(f"Missing required param: {name}[items].", param=f"{name}[items]",
                               code="parameter_missing")
-            if n == 0:
+            if n == first:
                 start = current["start_date"]
                 if "start_date" in spec and spec["start_date"] != "now" and \
                         integer(spec["start_date"], f"{name}[start_date]") != start:
@@ -116,14 +125,17 @@ class Schedules:
                               code="parameter_missing")
             if end <= start:
                 raise invalid(f"The end_date of {name} must be after its start_date.", param=f"{name}[end_date]")
-            if n == 0 and end <= self.now():
+            if n == first and end <= self.now():
                 raise invalid("The current phase must end in the future.", param=f"{name}[end_date]")
             behavior = choice(spec.get("proration_behavior", "create_prorations"), f"{name}[proration_behavior]",
                               PRORATION_BEHAVIORS)
             phases.append(shapes.schedule_phase(start, end, [(price["id"], q) for price, q in items], behavior,
                                                 metadata(spec.get("metadata", {}), f"{name}[metadata]")))
+            current_phase = current_phase or phases[-1]
             previous_end = end
-        return phases
+        if current_phase is None:
+            raise invalid("The phases must include the current phase.", param="phases")
+        return phases, current_phase
 
     def _enter_phase(self, sub: dict, phase: dict, proration: str) -> None:
         """Make the subscription bill `phase`'s items from now on."""
