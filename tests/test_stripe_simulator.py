@@ -736,6 +736,46 @@ def test_delivered_events_verify_and_have_the_current_shapes(sim, client, receiv
     assert "previous_attributes" in updated.data
 
 
+def test_every_object_has_the_fields_stripe_python_16_declares(sim, client):
+    """No field the current API lacks (so none of the removed ones), every required one
+    present, every event type one that stripe-python knows."""
+    import typing
+
+    pack = sim.ensure_price("price_pack_test", unit_amount=500, product_name="Pack", interval=None)
+    customer_id, sub = subscribe(sim, client)
+    schedule = client.v1.subscription_schedules.create(params={"from_subscription": sub.id})
+    invoice = client.v1.invoices.retrieve(sub.latest_invoice)
+    client.v1.subscription_schedules.release(schedule.id)
+    client.v1.subscriptions.update(sub.id, params={"items": [{"id": sub["items"].data[0].id, "price": PRO}]})
+    session = client.v1.checkout.sessions.create(params={"mode": "payment",
+                                                         "line_items": [{"price": pack["id"], "quantity": 1}]})
+    paid = sim.complete_checkout(session.id)
+    intent = client.v1.payment_intents.retrieve(paid["payment_intent"])
+    refund = client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 100})
+    objects = [
+        (client.v1.customers.retrieve(customer_id), stripe.Customer),
+        (client.v1.subscriptions.retrieve(sub.id), stripe.Subscription),
+        (sub["items"].data[0], stripe.SubscriptionItem),
+        (client.v1.subscription_schedules.retrieve(schedule.id), stripe.SubscriptionSchedule),
+        (invoice, stripe.Invoice), (invoice.lines.data[0], stripe.InvoiceLineItem),
+        (client.v1.invoice_items.list().data[0], stripe.InvoiceItem),
+        (client.v1.checkout.sessions.retrieve(session.id), stripe.checkout.Session),
+        (intent, stripe.PaymentIntent), (client.v1.charges.retrieve(intent.latest_charge), stripe.Charge),
+        (refund, stripe.Refund), (sim.dispute_charge(intent.latest_charge), stripe.Dispute),
+        (client.v1.billing_portal.sessions.create(params={"customer": customer_id}), stripe.billing_portal.Session),
+        (client.v1.prices.retrieve(STARTER), stripe.Price),
+        (client.v1.products.retrieve(pack["product"]), stripe.Product),
+        (client.v1.events.retrieve(sim.events[-1]["id"]), stripe.Event)]
+    for obj, cls in objects:
+        fields = obj if isinstance(obj, dict) and not hasattr(obj, "to_dict") else obj.to_dict()
+        declared = {name: kind for name, kind in cls.__annotations__.items() if name != "OBJECT_NAME"}
+        required = {name for name, kind in declared.items() if type(None) not in typing.get_args(kind)}
+        assert set(fields) <= set(declared), (cls.__name__, set(fields) - set(declared))
+        assert required <= set(fields), (cls.__name__, required - set(fields))
+    known = set(typing.get_args(stripe.Event.__annotations__["type"]))
+    assert {event["type"] for event in sim.events} <= known
+
+
 def test_deliveries_are_retried_until_the_endpoint_answers_2xx(sim, client):
     flaky = Receiver(statuses=[500, 503])
     sim.add_webhook_endpoint(flaky.url, SECRET)
