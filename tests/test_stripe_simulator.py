@@ -415,9 +415,11 @@ def test_upgrade_with_always_invoice_bills_two_proration_lines_now(sim, client):
     sim.advance(9 * DAY)
     events = len(sim.events)
     upgraded = client.v1.subscriptions.update(sub.id, params={
-        "items": [{"id": sub["items"].data[0].id, "price": PRO}], "proration_behavior": "always_invoice",
-        "payment_behavior": "error_if_incomplete"})
+        "items": [{"id": sub["items"].data[0].id, "price": PRO, "metadata": {"tier": "pro"}}],
+        "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete"})
     assert upgraded["items"].data[0].price.id == PRO and period(upgraded) == (start, end)
+    assert upgraded["items"].data[0].id == sub["items"].data[0].id
+    assert upgraded["items"].data[0].metadata.to_dict() == {"tier": "pro"}
     invoice = client.v1.invoices.retrieve(upgraded.latest_invoice)
     assert (invoice.billing_reason, invoice.status) == ("subscription_update", "paid")
     unused, remaining = invoice.lines.data
@@ -446,8 +448,9 @@ def test_upgrade_that_declines_with_error_if_incomplete_changes_nothing(sim, cli
     invoices = client.v1.invoices.list(params={"customer": customer_id}).data
     with pytest.raises(stripe.CardError) as declined:
         client.v1.subscriptions.update(sub.id, params={
-            "items": [{"id": sub["items"].data[0].id, "price": PRO}], "proration_behavior": "always_invoice",
-            "payment_behavior": "error_if_incomplete"})
+            "items": [{"id": sub["items"].data[0].id, "price": PRO, "metadata": {"tier": "pro"}}],
+            "proration_behavior": "always_invoice", "payment_behavior": "error_if_incomplete",
+            "metadata": {"tier": "pro"}})
     assert declined.value.http_status == 402 and declined.value.code == "card_declined"
     assert client.v1.subscriptions.retrieve(sub.id).to_dict() == before
     assert len(sim.events) == events
@@ -561,6 +564,37 @@ def test_a_schedule_downgrade_takes_effect_at_the_period_boundary(sim, client):
     after = client.v1.subscriptions.retrieve(sub.id)
     assert after.schedule is None and after.status == "active" and after["items"].data[0].price.id == STARTER
     assert "subscription_schedule.released" in types(sim)
+
+
+def test_schedule_phases_that_change_inside_a_period_and_end_by_canceling(sim, client):
+    _, sub = subscribe(sim, client)
+    start, end = period(sub)
+    switch = start + 10 * DAY
+    schedule = client.v1.subscription_schedules.create(params={"from_subscription": sub.id})
+    client.v1.subscription_schedules.update(schedule.id, params={"end_behavior": "cancel", "phases": [
+        {"items": [{"price": STARTER}], "start_date": start, "end_date": switch},
+        {"items": [{"price": PRO}], "iterations": 1, "proration_behavior": "create_prorations"}]})
+    sim.advance(switch - sim.now() + 60)
+    moved = client.v1.subscriptions.retrieve(sub.id)
+    assert moved["items"].data[0].price.id == PRO and period(moved) == (start, end)
+    pending = client.v1.invoice_items.list(params={"pending": True}).data
+    assert sorted(i.amount for i in pending) == sorted([prorated(-900, end - switch, end - start),
+                                                        prorated(2900, end - switch, end - start)])
+    current = client.v1.subscription_schedules.retrieve(schedule.id)
+    assert current.current_phase.start_date == switch
+    phases = [{"items": [{"price": ph["items"][0]["price"]}], "start_date": ph.start_date, "end_date": ph.end_date}
+              for ph in current.phases]
+    updated = client.v1.subscription_schedules.update(schedule.id, params={"phases": phases,
+                                                                           "metadata": {"note": "kept"}})
+    assert [ph.start_date for ph in updated.phases] == [start, switch] and updated.metadata.note == "kept"
+    sim.advance(end - sim.now() + 60)
+    renewal = client.v1.invoices.retrieve(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
+    assert [line.parent.subscription_item_details.proration for line in renewal.lines.data] == [True, True, False]
+    last_end = current.phases[1].end_date
+    sim.advance(last_end - sim.now() + 60)
+    assert client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    assert client.v1.subscription_schedules.retrieve(schedule.id).status == "completed"
+    assert "subscription_schedule.completed" in types(sim)
 
 
 def test_releasing_a_schedule_undoes_the_downgrade(sim, client):
@@ -702,6 +736,46 @@ def test_delivered_events_verify_and_have_the_current_shapes(sim, client, receiv
     assert "previous_attributes" in updated.data
 
 
+def test_every_object_has_the_fields_stripe_python_16_declares(sim, client):
+    """No field the current API lacks (so none of the removed ones), every required one
+    present, every event type one that stripe-python knows."""
+    import typing
+
+    pack = sim.ensure_price("price_pack_test", unit_amount=500, product_name="Pack", interval=None)
+    customer_id, sub = subscribe(sim, client)
+    schedule = client.v1.subscription_schedules.create(params={"from_subscription": sub.id})
+    invoice = client.v1.invoices.retrieve(sub.latest_invoice)
+    client.v1.subscription_schedules.release(schedule.id)
+    client.v1.subscriptions.update(sub.id, params={"items": [{"id": sub["items"].data[0].id, "price": PRO}]})
+    session = client.v1.checkout.sessions.create(params={"mode": "payment",
+                                                         "line_items": [{"price": pack["id"], "quantity": 1}]})
+    paid = sim.complete_checkout(session.id)
+    intent = client.v1.payment_intents.retrieve(paid["payment_intent"])
+    refund = client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 100})
+    objects = [
+        (client.v1.customers.retrieve(customer_id), stripe.Customer),
+        (client.v1.subscriptions.retrieve(sub.id), stripe.Subscription),
+        (sub["items"].data[0], stripe.SubscriptionItem),
+        (client.v1.subscription_schedules.retrieve(schedule.id), stripe.SubscriptionSchedule),
+        (invoice, stripe.Invoice), (invoice.lines.data[0], stripe.InvoiceLineItem),
+        (client.v1.invoice_items.list().data[0], stripe.InvoiceItem),
+        (client.v1.checkout.sessions.retrieve(session.id), stripe.checkout.Session),
+        (intent, stripe.PaymentIntent), (client.v1.charges.retrieve(intent.latest_charge), stripe.Charge),
+        (refund, stripe.Refund), (sim.dispute_charge(intent.latest_charge), stripe.Dispute),
+        (client.v1.billing_portal.sessions.create(params={"customer": customer_id}), stripe.billing_portal.Session),
+        (client.v1.prices.retrieve(STARTER), stripe.Price),
+        (client.v1.products.retrieve(pack["product"]), stripe.Product),
+        (client.v1.events.retrieve(sim.events[-1]["id"]), stripe.Event)]
+    for obj, cls in objects:
+        fields = obj if isinstance(obj, dict) and not hasattr(obj, "to_dict") else obj.to_dict()
+        declared = {name: kind for name, kind in cls.__annotations__.items() if name != "OBJECT_NAME"}
+        required = {name for name, kind in declared.items() if type(None) not in typing.get_args(kind)}
+        assert set(fields) <= set(declared), (cls.__name__, set(fields) - set(declared))
+        assert required <= set(fields), (cls.__name__, required - set(fields))
+    known = set(typing.get_args(stripe.Event.__annotations__["type"]))
+    assert {event["type"] for event in sim.events} <= known
+
+
 def test_deliveries_are_retried_until_the_endpoint_answers_2xx(sim, client):
     flaky = Receiver(statuses=[500, 503])
     sim.add_webhook_endpoint(flaky.url, SECRET)
@@ -794,3 +868,190 @@ def test_state_survives_a_restart_with_a_state_file(tmp_path):
         assert api.v1.invoices.list(params={"subscription": sub.id}).data[0].billing_reason == "subscription_cycle"
     finally:
         second.stop()
+
+
+def test_the_remaining_routes(sim, client):
+    customer_id, sub = subscribe(sim, client, price=PRO)
+    lines = client.v1.invoices.line_items.list(sub.latest_invoice)
+    assert [line.description for line in lines.data] == ["1 × Pro (at $29.00 / month)"]
+    session = client.v1.checkout.sessions.create(params={
+        "mode": "subscription", "customer": customer_id, "line_items": [{"price": STARTER, "quantity": 2}]})
+    items = client.v1.checkout.sessions.line_items.list(session.id)
+    assert [(i.price.id, i.quantity, i.amount_total) for i in items.data] == [(STARTER, 2, 1800)]
+    expanded = client.v1.checkout.sessions.retrieve(session.id, params={"expand": ["line_items"]})
+    assert expanded.line_items.data[0].price.id == STARTER
+    schedule = client.v1.subscription_schedules.create(params={"from_subscription": sub.id})
+    events = len(sim.events)
+    canceled = client.v1.subscription_schedules.cancel(schedule.id)
+    assert canceled.status == "canceled" and client.v1.subscriptions.retrieve(sub.id).status == "canceled"
+    assert types(sim, events) == ["customer.subscription.deleted", "subscription_schedule.canceled"]
+    endpoint = client.v1.webhook_endpoints.create(params={"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]})
+    assert endpoint.secret.startswith("whsec_")
+    assert [e.id for e in client.v1.webhook_endpoints.list().data if e.url == endpoint.url] == [endpoint.id]
+    assert client.v1.webhook_endpoints.delete(endpoint.id).deleted is True
+    second = client.v1.subscriptions.create(params={"customer": customer_id, "items": [{"price": STARTER}]})
+    assert client.v1.customers.delete(customer_id).deleted is True
+    assert client.v1.subscriptions.retrieve(second.id).status == "canceled"
+    assert client.v1.customers.retrieve(customer_id).to_dict() == {"id": customer_id, "object": "customer",
+                                                                    "deleted": True}
+
+
+def test_idempotency_keys_are_forgotten_after_24_hours(sim, client, monkeypatch):
+    import web.stripe_simulator.core as core
+
+    first = client.v1.customers.create(params={"email": "k@example.com"}, options={"idempotency_key": "old-key"})
+    real = core.time.time
+    monkeypatch.setattr(core.time, "time", lambda: real() + 24 * 3600 + 5)
+    client.v1.customers.create(params={"email": "other@example.com"})  # storing an answer prunes expired keys
+    again = client.v1.customers.create(params={"email": "k@example.com"}, options={"idempotency_key": "old-key"})
+    assert again.id != first.id
+
+
+def test_the_simulator_runs_as_its_own_process(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    receiver = Receiver()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web.stripe_simulator", "--port", "0", "--state-file", str(tmp_path / "s.json"),
+         "--price", f"{STARTER}:900:Starter", "--webhook", f"{receiver.url}={SECRET}"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        base_url = process.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        api = stripe.StripeClient("sk_test_x", base_addresses={"api": base_url}, max_network_retries=0)
+        assert api.v1.prices.retrieve(STARTER).unit_amount == 900
+        customer = api.v1.customers.create(params={"email": "cli@example.com"})
+        assert http(f"{base_url}/_sim/wait_for_deliveries", {"timeout": "10"})[0] == 200
+        assert [e.data.object.id for e in receiver.events()] == [customer.id]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        receiver.stop()
+    assert json.loads((tmp_path / "s.json").read_text())["objects"]["customer"][customer.id]["email"] == \
+        "cli@example.com"
+    refused = subprocess.run([sys.executable, "-m", "web.stripe_simulator", "--host", "0.0.0.0"],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "loopback" in refused.stderr
+
+
+# -- every bad input is a clear 4xx -----------------------------------------------------------
+
+GARBAGE = [
+    {}, {"unknown": "1"}, {"items": "abc"}, {"items[0]": "abc"}, {"items[0][id][x]": "1"},
+    {"items[0][id]": "si_nope", "items[0][price]": PRO}, {"items[0][price]": "price_nope"},
+    {"items[0][deleted]": "true"}, {"items[0][quantity]": "-3", "items[0][price]": PRO},
+    {"metadata": "abc"}, {"metadata[a][b]": "c"}, {"metadata[k]": "v" * 501}, {"limit": "abc"}, {"limit": "0"},
+    {"limit": "1000"}, {"starting_after": "cus_nope"}, {"ending_before": "sub_nope"}, {"expand[0]": "nope"},
+    {"expand": "abc"}, {"expand[0][x]": "1"}, {"customer[a]": "b"}, {"customer": "cus_nope"},
+    {"line_items[0][price][x]": "1"}, {"line_items[0][price]": STARTER, "line_items[0][quantity]": "abc"},
+    {"mode": "setup"}, {"mode": "subscription", "line_items": ""}, {"phases[0][items]": "x"},
+    {"phases[0][items][0][price]": PRO, "phases[0][end_date]": "1"}, {"cancel_at_period_end": "maybe"},
+    {"proration_date": "abc"}, {"proration_behavior": "sometimes"}, {"payment_behavior[x]": "1"},
+    {"amount": "-5"}, {"amount": "99999999999999999999"}, {"status": "weird"}, {"type[a]": "1"},
+    {"email[x]": "1"}, {"description[x]": "1"}, {"trial_end": "1"}, {"trial_period_days": "abc"},
+    {"from_subscription": "sub_nope"}, {"from_subscription[x]": "1"}, {"end_behavior": "explode"},
+    {"charge": "ch_nope"}, {"payment_intent[x]": "y"}, {"url": "ftp://x"}, {"enabled_events": "x"},
+    {"a[": "1"}, {"]": "1"}, {"items[0][price]": PRO, "items[0]": "x"}, {"return_url[x]": "1"},
+    {"cancellation_details": "x"}, {"cancellation_details[comment][x]": "1"}, {"types[0][x]": "1"},
+    {"subscription_data[trial_period_days]": "0"}, {"expires_at": "1"}, {"recurring[interval]": "fortnight"},
+]
+
+
+def test_no_input_makes_the_api_answer_500(sim, client):
+    from werkzeug.test import Client
+
+    from web.stripe_simulator.server import API, Application
+
+    customer_id, sub = subscribe(sim, client)
+    schedule = client.v1.subscription_schedules.create(params={"from_subscription": sub.id})
+    pack = sim.ensure_price("price_pack_test", unit_amount=500, product_name="Pack", interval=None)
+    session = client.v1.checkout.sessions.create(params={
+        "mode": "payment", "line_items": [{"price": pack["id"], "quantity": 1}]})
+    done = sim.complete_checkout(session.id)
+    charge = client.v1.payment_intents.retrieve(done["payment_intent"]).latest_charge
+    ids = {"customers": customer_id, "subscriptions": sub.id, "subscription_schedules": schedule.id,
+           "invoices": sub.latest_invoice, "checkout": session.id, "prices": STARTER, "charges": charge,
+           "payment_intents": done["payment_intent"], "events": sim.events[-1]["id"]}
+    headers = {"Authorization": "Bearer sk_test_x"}
+    statuses = set()
+
+    def destructive(route):  # routes that end what the others need go last, deleting the customer at the very end
+        method, rule, _ = route
+        return (rule == "/v1/customers/<id>" and method == "DELETE",
+                method == "DELETE" or rule.endswith(("/cancel", "/release", "/expire", "/pay")))
+
+    # the WSGI application in-process: thousands of requests without a socket each
+    wsgi = Client(Application(sim))
+    for method, rule, _ in sorted(API, key=destructive):
+        resource = rule.split("/")[2]
+        path = rule.replace("<id>", ids.get(resource, "xx_nope"))
+        for params in GARBAGE:
+            if method == "POST":
+                answer = wsgi.post(path, data=params, headers=headers)
+            else:
+                answer = wsgi.open(path, method=method, query_string=params, headers=headers)
+            status, body = answer.status_code, answer.get_data()
+            assert status < 500, (method, path, params, body)
+            statuses.add(status)
+            if status >= 400:
+                error = json.loads(body)["error"]
+                assert error["type"] in ("invalid_request_error", "card_error", "idempotency_error")
+                assert error["message"]
+    assert {200, 400, 404} <= statuses
+
+
+NAMES = ["customer", "customer_email", "email", "name", "description", "metadata", "items", "id", "price",
+         "quantity", "deleted", "proration_behavior", "proration_date", "payment_behavior", "cancel_at_period_end",
+         "cancel_at", "mode", "line_items", "price_data", "currency", "unit_amount", "product", "product_data",
+         "recurring", "interval", "interval_count", "subscription_data", "trial_period_days", "trial_end",
+         "payment_intent_data", "success_url", "cancel_url", "client_reference_id", "expires_at",
+         "from_subscription", "phases", "start_date", "end_date", "iterations", "end_behavior", "return_url",
+         "amount", "charge", "payment_intent", "reason", "limit", "starting_after", "ending_before", "status",
+         "subscription", "type", "types", "expand", "url", "enabled_events", "cancellation_details", "comment",
+         "customer_creation", "pending", "active", "default_payment_method", "0", "1"]
+
+
+def _flatten(value, prefix: str) -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [pair for key, inner in value.items() for pair in _flatten(inner, f"{prefix}[{key}]")]
+    return [(prefix, value)]
+
+
+def test_generated_parameters_never_make_the_api_answer_500():
+    """Every POST route with parameters built from Stripe's own names, nested and typed at random."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from web.stripe_simulator.server import API
+
+    sim = StripeSimulator()
+    sim.start()
+    try:
+        sim.ensure_price(STARTER, unit_amount=900, product_name="Starter")
+        sim.ensure_price(PRO, unit_amount=2900, product_name="Pro")
+        api = stripe.StripeClient("sk_test_x", base_addresses={"api": sim.base_url}, max_network_retries=0)
+        customer_id, sub = subscribe(sim, api)
+        scalars = st.sampled_from(["", "0", "-1", "1", "2", "abc", "true", "false", "now", "usd", "month",
+                                   "subscription", "payment", "always_invoice", "pending_if_incomplete",
+                                   "http://x.test/", STARTER, PRO, "price_nope", customer_id, sub.id,
+                                   sub["items"].data[0].id, sub.latest_invoice, str(10 ** 20),
+                                   str(sim.now() + 40 * DAY)])
+        values = st.recursive(scalars, lambda inner: st.dictionaries(st.sampled_from(NAMES), inner, max_size=3),
+                              max_leaves=8)
+        routes = [(m, r.replace("<id>", {"customers": customer_id, "subscriptions": sub.id, "invoices":
+                                         sub.latest_invoice}.get(r.split("/")[2], "xx_nope")))
+                  for m, r, _ in API if m == "POST" and not r.startswith("/v1/customers/")]
+
+        @settings(max_examples=300, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+        @given(route=st.sampled_from(routes), params=st.dictionaries(st.sampled_from(NAMES), values, max_size=4))
+        def check(route, params):
+            pairs = [pair for key, value in params.items() for pair in _flatten(value, key)]
+            status, _, body = http(f"{sim.base_url}{route[1]}", pairs, "POST", {"Authorization": "Bearer sk_test_x"})
+            assert status < 500, (route, pairs, body)
+
+        check()
+    finally:
+        sim.stop()

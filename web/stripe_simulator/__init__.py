@@ -16,14 +16,18 @@ webhook deliveries, plus a simulated clock that renews, retries and expires.
 """
 from __future__ import annotations
 
-from .billing import Billing
+from .catalog import Catalog
 from .checkout import Payments
 from .core import FAULTS, Core, SimulatorError
+from .invoices import Invoices
 from .params import StripeError
+from .renewals import Renewals
+from .schedules import Schedules
 from .shapes import API_VERSION
+from .subscriptions import Subscriptions
 
 __all__ = ["API_VERSION", "FAULTS", "SimulatorError", "StripeError", "StripeSimulator"]
 
 
-class StripeSimulator(Billing, Payments, Core):
+class StripeSimulator(Catalog, Subscriptions, Schedules, Invoices, Renewals, Payments, Core):
     """The simulator: Core holds state, clock and delivery; the mixins hold Stripe's rules."""

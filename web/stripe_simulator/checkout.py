@@ -11,7 +11,7 @@ from typing import Any
 
 from . import shapes
 from .core import PRIVATE, SimulatorError
-from .params import allow, choice, integer, invalid, listed, metadata, require, string
+from .params import allow, choice, integer, invalid, listed, metadata, require, string, text
 
 OUTCOMES = ("paid", "declined", "delayed")
 DECLINED = "Your card was declined. Try a different card."
@@ -83,14 +83,16 @@ class Payments:
             "metadata": metadata(subscription_data.get("metadata", {}), "subscription_data[metadata]"),
             "trial_days": integer(subscription_data["trial_period_days"], "subscription_data[trial_period_days]",
                                   1, 730) if subscription_data.get("trial_period_days") else None,
-            "description": subscription_data.get("description") or None}
+            "description": text(subscription_data, "description", "subscription_data[description]", 500)}
         session[PRIVATE + "intent"] = {"metadata": metadata(intent_data.get("metadata", {}),
                                                             "payment_intent_data[metadata]"),
-                                       "description": intent_data.get("description") or None}
+                                       "description": text(intent_data, "description",
+                                                           "payment_intent_data[description]")}
         if p.get("customer_creation"):
             if mode != "payment":
                 raise invalid("`customer_creation` can only be used in `payment` mode.", param="customer_creation")
-            session["customer_creation"] = choice(p["customer_creation"], "customer_creation", ("always", "if_required"))
+            session["customer_creation"] = choice(p["customer_creation"], "customer_creation",
+                                                  ("always", "if_required"))
         self._store("checkout.session", session)
         return self._render(session)
 
@@ -318,8 +320,9 @@ class Payments:
     # -- events and webhook endpoints -----------------------------------------------------
 
     def api_events_list(self, p: dict) -> dict:
-        wanted = p.pop("type", None)
-        types = set(listed(p.pop("types", []), "types"))
+        wanted = text(p, "type", max_length=200)
+        p.pop("type", None)
+        types = {string(t, "types") for t in listed(p.pop("types", []), "types")}
 
         def match(event: dict) -> bool:
             if wanted is not None:
@@ -347,7 +350,7 @@ class Payments:
             raise invalid("Invalid URL: URL must be http or https.", param="url", code="url_invalid")
         events = [string(e, "enabled_events") for e in listed(require(p, "enabled_events"), "enabled_events")]
         endpoint = shapes.webhook_endpoint(shapes.new_id("we_"), self.now(), url, shapes.new_id("whsec_", 32),
-                                           events, p.get("description") or None, metadata(p.get("metadata", {})))
+                                           events, text(p, "description"), metadata(p.get("metadata", {})))
         self._store("webhook_endpoint", endpoint)
         return self._render(endpoint)
 

@@ -39,6 +39,7 @@ PREFIXES = (("sub_sched_", "subscription_schedule"), ("cus_", "customer"), ("pro
 FAULTS = ("card_declined", "rate_limit", "api_error", "authentication", "invalid_request", "connection")
 DELIVERY_ATTEMPTS = 4
 DELIVERY_BACKOFF = (0.2, 0.5, 1.0)  # seconds before the 2nd, 3rd and 4th attempt
+IDEMPOTENCY_TTL = 24 * 3600  # seconds of real time
 PRIVATE = "_sim_"  # keys the simulator keeps on its objects and never sends
 
 
@@ -319,6 +320,15 @@ class Core:
         self._events_by_id = {event["id"]: event for event in self.events}
         self._idempotency = state["idempotency"]
 
+    def _remember(self, key: str, answer: dict) -> None:
+        """Keep an idempotent answer; like Stripe, forget keys after 24 hours."""
+        now = time.time()
+        answer["at"] = now
+        self._idempotency = {k: v for k, v in self._idempotency.items()
+                             if v.get("at", now) > now - IDEMPOTENCY_TTL}
+        self._idempotency[key] = answer
+        self._save()
+
     # -- faults --------------------------------------------------------------------------------
 
     def fail_next(self, kind: str, times: int = 1) -> None:
@@ -348,7 +358,8 @@ class Core:
 
     # -- webhooks ------------------------------------------------------------------------------
 
-    def add_webhook_endpoint(self, url: str, secret: str | None = None, enabled_events: list[str] | None = None) -> dict:
+    def add_webhook_endpoint(self, url: str, secret: str | None = None,
+                             enabled_events: list[str] | None = None) -> dict:
         """Every matching event is POSTed to `url`, signed with `secret` (generated if None)."""
         with self._action():
             endpoint = shapes.webhook_endpoint(shapes.new_id("we_"), self.now(), url,

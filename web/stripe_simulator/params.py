@@ -71,7 +71,7 @@ def decode(pairs: Iterable[tuple[str, str]]) -> dict:
                 if not isinstance(child, dict):
                     raise invalid(f"Invalid hash for {key}: it is also given as a string.", param=key)
                 node = child
-    return _listify(root)
+    return {key: _listify(value) for key, value in root.items()}  # the top level stays named
 
 
 def _listify(node: Any) -> Any:
@@ -112,6 +112,14 @@ def string(value: Any, param: str, max_length: int = 5000) -> str:
     if len(value) > max_length:
         raise invalid(f"Invalid string: {param} must be at most {max_length} characters", param=param)
     return value
+
+
+def text(params: dict, name: str, param: str | None = None, max_length: int = 5000) -> str | None:
+    """An optional string parameter; missing or empty is None."""
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    return string(value, param or name, max_length)
 
 
 def integer(value: Any, param: str, minimum: int | None = None, maximum: int | None = None) -> int:

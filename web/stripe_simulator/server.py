@@ -181,13 +181,11 @@ class Application:
         except Exception:  # an answer for every input, never a traceback
             log.exception("stripe simulator: %s %s failed", request.method, request.path)
             response = _json(500, StripeError(500, "An unknown error occurred", type="api_error").body())
-        if response is None:  # the `connection` fault: the socket is already closed
-            return []
         return response(environ, start_response)
 
     # -- /v1 ----------------------------------------------------------------------------------
 
-    def handle_api(self, request: Request) -> Response | None:
+    def handle_api(self, request: Request) -> Response:
         sim = self.sim
         request_id = shapes.new_id("req_", 14)
         headers = {"Request-Id": request_id, "Stripe-Version": shapes.API_VERSION}
@@ -203,8 +201,9 @@ class Application:
         if fault == "connection":
             connection = request.environ.get("werkzeug.socket")
             if connection is not None:
+                # the reply below then meets a closed socket, which werkzeug drops quietly
                 connection.shutdown(socket.SHUT_RDWR)
-            return None
+            return _json(500, {"error": {"type": "api_error", "message": "connection closed"}})
         if fault:
             return _json(sim.fault_error(fault).status, sim.fault_error(fault).body(), headers)
         try:
@@ -246,9 +245,8 @@ class Application:
                     # Stripe keeps no result for a request refused before it ran
                     return _json(status, body, headers)
             if idempotency_key:
-                sim._idempotency[idempotency_key] = {"fingerprint": fingerprint, "status": status, "body": body,
-                                                     "request_id": request_id}
-                sim._save()
+                sim._remember(idempotency_key, {"fingerprint": fingerprint, "status": status, "body": body,
+                                                "request_id": request_id})
             return _json(status, body, headers)
 
     # -- pages and hooks ----------------------------------------------------------------------

@@ -107,7 +107,7 @@ def subscription(id: str, created: int, customer_id: str, items: list, metadata:
         "id": id, "object": "subscription", "application": None, "application_fee_percent": None,
         "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
         "billing_cycle_anchor": created, "billing_cycle_anchor_config": None,
-        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None},
+        "billing_mode": {"flexible": None, "type": "classic", "updated_at": None}, "billing_schedules": [],
         "billing_thresholds": None, "cancel_at": None, "cancel_at_period_end": False, "canceled_at": None,
         "cancellation_details": {"comment": None, "feedback": None, "reason": None},
         "collection_method": "charge_automatically", "created": created, "currency": "usd",
@@ -116,7 +116,7 @@ def subscription(id: str, created: int, customer_id: str, items: list, metadata:
         "description": description, "discounts": [], "ended_at": None,
         "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
         "items": listing(items, f"/v1/subscription_items?subscription={id}"),
-        "latest_invoice": None, "livemode": False, "metadata": metadata,
+        "latest_invoice": None, "livemode": False, "managed_payments": None, "metadata": metadata,
         "next_pending_invoice_item_invoice": None, "on_behalf_of": None, "pause_collection": None,
         "payment_settings": {"payment_method_options": None, "payment_method_types": None,
                              "save_default_payment_method": "off"},
@@ -240,7 +240,7 @@ def subscription_schedule(id: str, created: int, customer_id: str, subscription_
             "collection_method": "charge_automatically", "default_payment_method": None, "description": None,
             "invoice_settings": {"account_tax_ids": None, "days_until_due": None, "issuer": {"type": "self"}},
             "on_behalf_of": None, "transfer_data": None},
-        "end_behavior": end_behavior, "livemode": False, "metadata": metadata, "phases": phases,
+        "end_behavior": end_behavior, "livemode": False, "metadata": metadata, "pause_schedules": [], "phases": phases,
         "released_at": None, "released_subscription": None, "status": "active", "subscription": subscription_id,
         "test_clock": None,
     }
@@ -263,10 +263,12 @@ def checkout_session(id: str, created: int, mode: str, customer_id: str | None, 
         "customer_creation": "if_required" if mode == "payment" and not customer_id else None,
         "customer_details": None, "customer_email": customer_email, "discounts": [], "expires_at": expires_at,
         "invoice": None,
+        "integration_identifier": None,
         "invoice_creation": ({"enabled": False, "invoice_data": {
             "account_tax_ids": None, "custom_fields": None, "description": None, "footer": None,
             "issuer": None, "metadata": {}, "rendering_options": None}} if mode == "payment" else None),
-        "livemode": False, "locale": None, "metadata": metadata, "mode": mode, "origin_context": None,
+        "livemode": False, "locale": None, "managed_payments": None, "metadata": metadata, "mode": mode,
+        "origin_context": None,
         "payment_intent": None, "payment_link": None,
         "payment_method_collection": "always" if mode == "subscription" else None,
         "payment_method_configuration_details": None,
@@ -315,8 +317,8 @@ def payment_intent(id: str, created: int, amount: int, currency: str, customer_i
         "cancellation_reason": None, "capture_method": "automatic", "client_secret": f"{id}_secret_{new_id('', 25)}",
         "confirmation_method": "automatic", "created": created, "currency": currency, "customer": customer_id,
         "customer_account": None, "description": description, "excluded_payment_method_types": None,
-        "last_payment_error": None, "latest_charge": None, "livemode": False, "metadata": metadata,
-        "next_action": None, "on_behalf_of": None, "payment_method": None,
+        "last_payment_error": None, "latest_charge": None, "livemode": False, "managed_payments": None,
+        "metadata": metadata, "next_action": None, "on_behalf_of": None, "payment_method": None,
         "payment_method_configuration_details": None, "payment_method_options": {},
         "payment_method_types": ["card"], "processing": None, "receipt_email": None, "review": None,
         "setup_future_usage": None, "shipping": None, "source": None, "statement_descriptor": None,
@@ -345,7 +347,7 @@ def charge(id: str, created: int, amount: int, currency: str, customer_id: str |
         "payment_intent": payment_intent_id, "payment_method": payment_method_id,
         "payment_method_details": details, "receipt_email": None, "receipt_number": None, "receipt_url": None,
         "refunded": False, "refunds": listing([], f"/v1/charges/{id}/refunds"), "review": None, "shipping": None,
-        "source_transfer": None, "statement_descriptor": None, "statement_descriptor_suffix": None,
+        "source": None, "source_transfer": None, "statement_descriptor": None, "statement_descriptor_suffix": None,
         "status": "pending", "transfer_data": None, "transfer_group": None,
     }
 
@@ -353,12 +355,13 @@ def charge(id: str, created: int, amount: int, currency: str, customer_id: str |
 def refund(id: str, created: int, charge_obj: dict, amount: int, reason: str | None, metadata: dict) -> dict:
     return {
         "id": id, "object": "refund", "amount": amount, "balance_transaction": None, "charge": charge_obj["id"],
-        "created": created, "currency": charge_obj["currency"],
+        "created": created, "currency": charge_obj["currency"], "customer": charge_obj["customer"],
+        "customer_account": None,
         "destination_details": {"card": {"reference_status": "pending", "reference_type": "acquirer_reference_number",
                                          "type": "refund"}, "type": "card"},
-        "metadata": metadata, "payment_intent": charge_obj["payment_intent"], "reason": reason,
-        "receipt_number": None, "source_transfer_reversal": None, "status": "succeeded",
-        "transfer_reversal": None,
+        "metadata": metadata, "payment_intent": charge_obj["payment_intent"],
+        "payment_method": charge_obj["payment_method"], "reason": reason, "receipt_number": None,
+        "source_transfer_reversal": None, "status": "succeeded", "transfer_reversal": None,
     }
 
 
