@@ -373,7 +373,8 @@ declare
   difference integer;
   granted boolean;
 begin
-  if invoice ->> 'status' is distinct from 'paid' then
+  -- (API versions before 2018 had no status, only `paid`)
+  if coalesce(invoice ->> 'status', case when (invoice ->> 'paid')::boolean then 'paid' end) is distinct from 'paid' then
     return 'invoice not paid (' || coalesce(invoice ->> 'status', 'no status') || '): nothing granted';
   end if;
   if subscription_id is null then

@@ -15,7 +15,6 @@ from collections import Counter
 from contextlib import contextmanager
 
 import psycopg
-import pytest
 import stripe
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row

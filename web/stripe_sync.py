@@ -8,11 +8,13 @@ features, never credits.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
 import psycopg
 import stripe
+from psycopg.types.json import Jsonb
 
 log = logging.getLogger(__name__)
 LIVE_STATUSES = ("active", "trialing", "past_due", "unpaid", "incomplete", "paused")
@@ -27,6 +29,18 @@ def client(config: dict) -> stripe.StripeClient | None:
                                base_addresses={"api": base} if base else None)
 
 
+def read_subscription(stripe_client: stripe.StripeClient, subscription_id: str) -> dict:
+    """The subscription as Stripe answers it (its own JSON, not the library's objects), with
+    its schedule in place of the schedule's id when it has one. The schedule is fetched on
+    its own rather than expanded, so the read also works against Stripe stand-ins that
+    expand nothing (localstripe)."""
+    subscription = json.loads(stripe_client.v1.subscriptions.retrieve(subscription_id).last_response.body)
+    if isinstance(subscription.get("schedule"), str):
+        schedule = stripe_client.v1.subscription_schedules.retrieve(subscription["schedule"])
+        subscription["schedule"] = json.loads(schedule.last_response.body)
+    return subscription
+
+
 def sync_subscription(conn: psycopg.Connection, stripe_client: stripe.StripeClient, subscription_id: str,
                       source: str = "sync", *, _follow: bool = True) -> str:
     """Re-read one subscription (with its schedule) and apply it; returns the outcome.
@@ -36,10 +50,8 @@ def sync_subscription(conn: psycopg.Connection, stripe_client: stripe.StripeClie
     customer for this one), then this one again.
     """
     started_at = conn.execute("select app.start_stripe_sync(%s)", (subscription_id,)).fetchone()[0]
-    subscription = stripe_client.v1.subscriptions.retrieve(subscription_id, params={"expand": ["schedule"]})
-    # Stripe's own JSON, exactly as it answered
-    outcome = conn.execute("select app.apply_stripe_subscription(%s::jsonb, %s, %s)",
-                           (subscription.last_response.body, started_at, source)).fetchone()[0]
+    outcome = conn.execute("select app.apply_stripe_subscription(%s, %s, %s)",
+                           (Jsonb(read_subscription(stripe_client, subscription_id)), started_at, source)).fetchone()[0]
     if _follow and outcome.startswith("superseded by sub_"):
         current = outcome.removeprefix("superseded by ")
         sync_subscription(conn, stripe_client, current, source, _follow=False)
