@@ -12,7 +12,11 @@ webhook deliveries, plus a simulated clock that renews, retries and expires.
     sim.add_webhook_endpoint(url, secret)
     sim.advance(31 * 86400)               # renewals, retries, expiries passed
 
-`/_sim/...` exposes the same test hooks over HTTP for a separately started process.
+`/_sim/...` exposes the same test hooks over HTTP for a separately started process, and
+`python -m web.stripe_simulator` runs it as one (see __main__.py).
+
+A client built with `max_network_retries=N` retries connection errors and 5xx answers by
+itself, so `fail_next(kind, times=N + 1)` is what makes such a call fail for good.
 """
 from __future__ import annotations
 
