@@ -61,7 +61,10 @@ def settle(env, rounds: int = 20) -> list[str]:
             return outcomes
         for row in queued:
             subscription = json.loads(bytes(row["payload"]))["subscription"]
-            outcomes.append(sync_subscription(env.worker, env.stripe, subscription))
+            try:
+                outcomes.append(sync_subscription(env.worker, env.stripe, subscription))
+            except stripe.InvalidRequestError:  # another test's Stripe: the worker logs and drops it too
+                outcomes.append("no such subscription")
     raise AssertionError("re-reads kept coming")
 
 

@@ -206,8 +206,15 @@ def test_same_second_events_in_the_worst_order_end_active(client, env, user):
 def test_upgrade_modifies_the_subscription_and_grants_the_difference_once_paid(client, env, user):
     subscribe(env, client, user, "starter")
     before = state(env, user)
+    calls = len(env.sim.requests)
     response = change(client, user, "pro")
     assert response.status_code == 202 and response.get_json()["action"] == "upgraded"
+    [update] = [r for r in env.sim.requests[calls:] if r["method"] == "POST"]
+    subscription_id = before["stripe_subscription_id"]
+    assert update["path"] == f"/v1/subscriptions/{subscription_id}"
+    assert (update["params"]["proration_behavior"], update["params"]["payment_behavior"]) == \
+        ("always_invoice", "error_if_incomplete")
+    assert update["params"]["items"][0]["price"] == PRICES["pro"]
     settle(env)
     row = state(env, user)
     subscriptions = stripe_subscriptions(env, row["stripe_customer_id"])

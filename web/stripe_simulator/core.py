@@ -133,6 +133,8 @@ class Core:
         self.events: list[dict] = []
         self._events_by_id: dict[str, dict] = {}
         self.deliveries: list[dict] = []
+        # every API call answered: method, path, parameters, status (what a dashboard's request log shows)
+        self.requests: list[dict] = []
         self.auto_deliver = True
         self.base_url: str | None = None
         self._offset = 0

@@ -247,6 +247,8 @@ class Application:
             if idempotency_key:
                 sim._remember(idempotency_key, {"fingerprint": fingerprint, "status": status, "body": body,
                                                 "request_id": request_id})
+            sim.requests.append({"method": request.method, "path": request.path, "params": params,
+                                 "status": status})
             return _json(status, body, headers)
 
     # -- pages and hooks ----------------------------------------------------------------------
