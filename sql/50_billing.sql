@@ -99,8 +99,9 @@ begin
   return true;
 end
 $$;
-grant execute on function app.reset_credits(uuid, integer, text, text, timestamptz, timestamptz, text, boolean)
-  to sg_worker;
+-- only the renewal and Stripe functions (sg_service) call it; no runtime role may
+revoke execute on function app.reset_credits(uuid, integer, text, text, timestamptz, timestamptz, text, boolean)
+  from public, sg_app, sg_worker;
 
 /**
  * Gives every free subscription whose period has ended its monthly credits back (balance
