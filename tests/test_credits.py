@@ -161,9 +161,10 @@ def test_fail_job_refunds_exactly_once_however_often_called(make_user, connect, 
     admin = connect("postgres")
     with acting_as(admin, uid):
         job = admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'fails')").fetchone()
+    attempt = connect("sg_worker").execute("select attempts from app.claim_job(%s)", (job["job_id"],)).fetchone()["attempts"]
     workers = [new_connection("sg_worker") for _ in range(5)]
-    results = run_concurrently(5, lambda i: workers[i].execute("select app.fail_job(%s, 'boom') as failed",
-                                                               (job["job_id"],)).fetchone()["failed"])
+    results = run_concurrently(5, lambda i: workers[i].execute("select app.fail_job(%s, %s, 'boom') as failed",
+                                                               (job["job_id"], attempt)).fetchone()["failed"])
     assert sorted(results) == [False, False, False, False, True]
     assert balance(admin, uid) == 5 == ledger_sum(admin, uid)
 

@@ -15,6 +15,7 @@ CREDIT_FUNCTIONS = [
     "select app.reset_credits(%(user)s, 1000, 'renewal', 'mint:' || gen_random_uuid(), now(), now() + interval '1 month')",
     "select app.refund_job(%(job)s)",
     "select app.operator_grant(%(user)s, 100, 'mint-' || gen_random_uuid(), 'because')",
+    "select app.fail_and_refund(%(job)s, 'x')",
 ]
 
 

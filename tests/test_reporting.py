@@ -58,10 +58,11 @@ def reporting_db():
                 with acting_as(admin, users[1]):
                     jobs.append(admin.execute("select job_id from app.spend_credit_and_create_job('tiktok', %s)",
                                               (topic,)).fetchone()["job_id"])
-            admin.execute("select * from app.claim_job(%s)", (jobs[0],))
+            for job in jobs:
+                admin.execute("select * from app.claim_job(%s)", (job,))
             admin.execute("update jobs set started_at = now() - interval '2 seconds' where id = %s", (jobs[0],))
-            admin.execute("select app.complete_job(%s, '/media/x.mp4')", (jobs[0],))
-            admin.execute("select app.fail_job(%s, 'broken')", (jobs[1],))
+            assert admin.execute("select app.complete_job(%s, 1, '/media/x.mp4') as done", (jobs[0],)).fetchone()["done"]
+            assert admin.execute("select app.fail_job(%s, 1, 'broken') as done", (jobs[1],)).fetchone()["done"]
         yield dsn, users
 
 
