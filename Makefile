@@ -3,22 +3,30 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install run test migrate clean analyst-psql bench
+.PHONY: install install-test run test migrate clean analyst-psql bench
 
+## the service's own dependencies (what `make run` needs)
 install: $(VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+## plus the test tools (pytest, Playwright, schemathesis, localstripe, hypothesis, ...)
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-## web on http://127.0.0.1:8000 + render worker (+ embedded Postgres when none is found)
+## web on http://127.0.0.1:$$PORT (default 8000) + render worker (+ embedded Postgres when none is found)
 run: install
 	$(PY) -m web.local
 
 ## the whole test suite against a real Postgres
-test: install
+test: install-test
 	scripts/prepare-test-postgres
 	scripts/prepare-test-browser
 	$(PY) -m pytest

@@ -43,15 +43,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def live_server(dsn: str, workers: int = 2, extra_env: dict | None = None):
-    """gunicorn serving the app (plus /_bench/select1) on a loopback port; yields its base URL."""
+def live_server(dsn: str, workers: int = 2, extra_env: dict | None = None, worker_class: str | None = None):
+    """gunicorn serving the app (plus /_bench/select1) on a loopback port; yields its base URL.
+    `worker_class` overrides web/gunicorn_conf.py's (to compare servers in one run)."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": dsn, "SECRET_KEY": "bench-" + uuid.uuid4().hex,
            "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), "DB_POOL_MAX": "4",
            "MEDIA_ROOT": str(ROOT / ".data" / "bench-media"), **(extra_env or {})}
     # the server's log goes to a file: an unread pipe would fill up and stall every worker
     log = tempfile.NamedTemporaryFile(prefix="sg-bench-gunicorn-", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "web/gunicorn_conf.py",
+    override = ["--worker-class", worker_class] if worker_class else []
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "web/gunicorn_conf.py", *override,
                                 "bench.app:create_bench_app()"],
                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"

@@ -1,4 +1,6 @@
-"""Generate-endpoint throughput against a bare database endpoint, same gunicorn, same run.
+"""Generate-endpoint throughput against a bare database endpoint, and the request-buffering
+worker (web/buffering.py, the default) against gunicorn's gthread worker it replaced:
+both servers run at once on one database, and every round measures each in turn.
 
 wrk (Debian's) drives 32 concurrent connections at each endpoint for a fixed time:
   /_bench/select1            the floor: one pooled SELECT 1
@@ -10,6 +12,7 @@ wrk (Debian's) drives 32 concurrent connections at each endpoint for a fixed tim
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -17,6 +20,7 @@ import statistics
 import subprocess
 import tempfile
 import urllib.request
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -28,6 +32,7 @@ SECONDS = 6
 ROUNDS = 3
 THREADS = 4  # web/gunicorn_conf.py's default
 USERS = 64
+SERVERS = {"buffering (waitress)": "web.buffering.BufferingWorker", "gthread (before)": "gthread"}
 
 
 def _post(url: str, body: dict) -> dict:
@@ -66,13 +71,17 @@ def _tokens(base: str, dsn: str) -> list[str]:
 
 
 def run(workers: int = 2) -> list[dict]:
-    """Figures for one gunicorn worker count."""
+    """Figures for one gunicorn worker count, each server side by side."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     rows = []
-    with bench_database() as dsn, live_server(dsn, workers=workers) as base, \
-            tempfile.TemporaryDirectory() as tmp:
-        tokens = _tokens(base, dsn)
+    with bench_database() as dsn, contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        # one signing key, so tokens issued by one server are good on the other
+        secret = {"SECRET_KEY": "bench-" + uuid.uuid4().hex}
+        bases = {name: stack.enter_context(live_server(dsn, workers=workers, worker_class=worker_class,
+                                                       extra_env=secret))
+                 for name, worker_class in SERVERS.items()}
+        tokens = _tokens(next(iter(bases.values())), dsn)
         script = Path(tmp) / "generate.lua"
         script.write_text(
             "local tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}\n"
@@ -83,31 +92,41 @@ def run(workers: int = 2) -> list[dict]:
             "  return wrk.format('POST', '/v1/shorts/generate', {['Content-Type'] = 'application/json',\n"
             "    ['Authorization'] = 'Bearer ' .. tokens[(n % #tokens) + 1]}, body)\n"
             "end\n")
-        _wrk(base + "/_bench/select1")  # warm-up: pools filled, statements prepared
-        healthz = _wrk(base + "/healthz")
-        # this machine's speed drifts by tens of percent within a minute: bare and generate
-        # alternate, each ratio compares neighbours, and the medians are reported
-        rounds = [(_wrk(base + "/_bench/select1"), _wrk(base + "/", script)) for _ in range(ROUNDS)]
-        bare = _median_result([b for b, _ in rounds])
-        generate = _median_result([g for _, g in rounds])
-        ratio = statistics.median(g["rps"] / b["rps"] for b, g in rounds)
+        for base in bases.values():
+            _wrk(base + "/_bench/select1")  # warm-up: pools filled, statements prepared
+        # this machine's speed drifts by tens of percent within a minute: the servers and
+        # endpoints alternate, each ratio compares neighbours, and the medians are reported
+        measured = {name: {"select1": [], "healthz": [], "generate": []} for name in bases}
+        for _ in range(ROUNDS):
+            for endpoint, path, lua in (("select1", "/_bench/select1", None), ("healthz", "/healthz", None),
+                                        ("generate", "/", script)):
+                for name, base in bases.items():
+                    measured[name][endpoint].append(_wrk(base + path, lua))
         with psycopg.connect(dsn) as admin:
             violations = admin.execute(
                 "select count(*) from subscriptions s where credits_remaining <> "
                 "(select sum(delta) from credit_ledger l where l.user_id = s.user_id)").fetchone()[0]
             jobs, queued = admin.execute("select (select count(*) from jobs), (select count(*) from pgqueuer)").fetchone()
-        for name, result in (("GET /_bench/select1 (bare SELECT 1)", bare), ("GET /healthz (SELECT 1 in a tx)", healthz),
-                             ("POST /v1/shorts/generate", generate)):
-            rows.append({"endpoint": name, "gunicorn": f"{workers} workers x {THREADS} threads", "clients": CONNECTIONS,
-                         "req/s": f"{result['rps']:.0f}", "p50 ms": f"{result['p50']:.2f}",
-                         "p99 ms": f"{result['p99']:.2f}", "non-2xx": result["non2xx"]})
-        rows.append({"endpoint": f"generate / bare (median of {ROUNDS} alternating rounds)",
-                     "req/s": f"{ratio:.2f}x (goal >= 0.5x)", "p99 ms": "goal < 50",
-                     "non-2xx": f"jobs={jobs} queue={queued} ledger violations={violations}"})
+        for name in bases:
+            for endpoint, label in (("select1", "GET /_bench/select1 (bare SELECT 1)"),
+                                    ("healthz", "GET /healthz (SELECT 1 in a tx)"),
+                                    ("generate", "POST /v1/shorts/generate")):
+                result = _median_result(measured[name][endpoint])
+                rows.append({"endpoint": label, "server": name, "gunicorn": f"{workers} workers x {THREADS} threads",
+                             "clients": CONNECTIONS, "req/s": f"{result['rps']:.0f}", "p50 ms": f"{result['p50']:.2f}",
+                             "p99 ms": f"{result['p99']:.2f}", "non-2xx": result["non2xx"]})
+        new, old = list(bases)
+        for endpoint in ("select1", "healthz", "generate"):
+            ratio = statistics.median(n["rps"] / o["rps"] for n, o in zip(measured[new][endpoint], measured[old][endpoint]))
+            rows.append({"endpoint": f"{endpoint}: {new} / {old} (median of {ROUNDS} alternating rounds)",
+                         "req/s": f"{ratio:.2f}x (goal >= 0.90x)"})
+        ratio = statistics.median(g["rps"] / b["rps"] for b, g in zip(measured[new]["select1"], measured[new]["generate"]))
+        rows.append({"endpoint": f"generate / bare, {new}", "req/s": f"{ratio:.2f}x (goal >= 0.5x)",
+                     "p99 ms": "goal < 50", "non-2xx": f"jobs={jobs} queue={queued} ledger violations={violations}"})
     return rows
 
 
 if __name__ == "__main__":
     from .common import table
 
-    print(table(run(2) + run(4)))
+    print(table(run(2)))

@@ -108,12 +108,18 @@ grant select on public.stripe_webhook_secrets to sg_service;
 grant select, insert on public.pgqueuer to sg_service;
 grant usage on sequence public.pgqueuer_id_seq to sg_service;
 
--- The reporting views' owner reads what the views aggregate; it can write nothing.
+-- The reporting views' owner reads the columns the views aggregate and nothing else: no
+-- email, name, password/key/token hash or Stripe payload (those reach reports only as the
+-- extracted fields of app.stripe_event_facts, sql/90_reporting.sql); it can write nothing.
 grant usage on schema public to sg_reporting;
-grant select on public.users, public.subscriptions, public.plans, public.jobs, public.credit_ledger,
-  public.usage_logs, public.stripe_events, public.credit_flow_days, public.reporting_rollups,
-  public.stripe_drift
+grant select on public.plans, public.credit_flow_days, public.reporting_rollups to sg_reporting;
+grant select (id, created_at) on public.users to sg_reporting;
+grant select (user_id, tier, status, credits_remaining, last_active_at) on public.subscriptions to sg_reporting;
+grant select (user_id, platform, status, created_at, started_at, finished_at) on public.jobs to sg_reporting;
+grant select (reason, delta, created_at) on public.credit_ledger to sg_reporting;
+grant select (id, type, subscription_id, received_at, attempts, error, processed_at) on public.stripe_events
   to sg_reporting;
+grant select on public.stripe_drift to sg_reporting;
 
 -- The worker drives pgqueuer and nothing else directly.
 grant select, insert, update, delete on

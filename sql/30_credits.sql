@@ -131,13 +131,19 @@ grant execute on function app.spend_credit_and_create_job(text, text, jsonb) to 
 -- Cross-tenant movements below run as sg_service.
 set local role sg_service;
 
+-- the signature before operators' notes (migrate replaces functions in place)
+drop function if exists app.grant_credits(uuid, integer, text, text, text, timestamptz);
+
 /**
- * The one way credits are added (signup, plan grants and upgrades, renewals, admin). A repeated
+ * The one way credits are added (signup, plan grants and upgrades, renewals, operators). A repeated
  * idempotency_key is a no-op that reports granted = false and the current balance.
- * Not callable by the web process: it would let a request mint credits.
+ * `note` says why, for operator grants (credit_ledger.note). Called only inside other
+ * sg_service functions and by operators as sg_service: no runtime role may execute it,
+ * since it would let a request or a compromised worker mint credits.
  */
 create or replace function app.grant_credits(user_id uuid, amount integer, reason text, idempotency_key text,
-                                             stripe_event_id text default null, period_start timestamptz default null)
+                                             stripe_event_id text default null, period_start timestamptz default null,
+                                             note text default null)
 returns table (granted boolean, credits_remaining integer)
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -157,9 +163,12 @@ begin
   if idempotency_key is null or length(idempotency_key) not between 1 and 200 then
     raise exception 'idempotency_key must be 1 to 200 characters' using errcode = 'P0422';
   end if;
+  if note is not null and length(note) not between 1 and 500 then
+    raise exception 'note must be 1 to 500 characters' using errcode = 'P0422';
+  end if;
 
-  insert into public.credit_ledger as l (user_id, delta, reason, idempotency_key, stripe_event_id, period_start)
-  values (user_id, amount, reason, idempotency_key, stripe_event_id, period_start)
+  insert into public.credit_ledger as l (user_id, delta, reason, idempotency_key, stripe_event_id, period_start, note)
+  values (user_id, amount, reason, idempotency_key, stripe_event_id, period_start, note)
   on conflict on constraint credit_ledger_idempotency_key_key do nothing
   returning l.id into movement;
 
@@ -180,7 +189,43 @@ begin
   return query select true, balance;
 end
 $$;
-grant execute on function app.grant_credits(uuid, integer, text, text, text, timestamptz) to sg_worker;
+revoke execute on function app.grant_credits(uuid, integer, text, text, text, timestamptz, text)
+  from public, sg_app, sg_worker;
+
+/**
+ * An operator's grant (flask grant-credits), keyed by the operator's key alone: the
+ * ledger key is `admin:` || key, a namespace no other movement writes, so a repeated key
+ * is a no-op whatever the amount or note, and two different keys never meet. A key that
+ * would not fit the ledger's 200 characters is refused (P0422), never shortened.
+ * Returns the movement the key stands for, new (granted) or earlier (not granted), so
+ * the operator sees what a repeated key already did. Operators only: no runtime role.
+ */
+create or replace function app.operator_grant(user_id uuid, amount integer, key text, note text)
+returns table (granted boolean, granted_to uuid, delta integer, ledger_note text, created_at timestamptz,
+               credits_remaining integer)
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+  ledger_key text;
+  outcome record;
+begin
+  if key is null or length(key) not between 1 and 200 - length('admin:') then
+    raise exception 'key must be 1 to % characters', 200 - length('admin:') using errcode = 'P0422';
+  end if;
+  if note is null or length(btrim(note)) = 0 then
+    raise exception 'reason must not be empty' using errcode = 'P0422';
+  end if;
+  ledger_key := 'admin:' || key;
+  select * into outcome from app.grant_credits(user_id, amount, 'admin_grant', ledger_key, note => note);
+  return query
+    select outcome.granted, l.user_id, l.delta, l.note, l.created_at, s.credits_remaining
+      from public.credit_ledger l join public.subscriptions s on s.user_id = l.user_id
+     where l.idempotency_key = ledger_key;
+end
+$$;
+revoke execute on function app.operator_grant(uuid, integer, text, text) from public, sg_app, sg_worker;
 
 /**
  * Gives back the credit a failed job took, exactly once however often or however
@@ -227,4 +272,5 @@ begin
   return true;
 end
 $$;
-grant execute on function app.refund_job(uuid) to sg_worker;
+-- fail_job (sg_service) refunds; the worker never calls this directly
+revoke execute on function app.refund_job(uuid) from public, sg_app, sg_worker;

@@ -2,12 +2,44 @@
 --
 -- Why the views are not security_invoker: analysts (sg_analyst) must not read base tables
 -- at all, and tenant tables only show a user their own rows. So the views run as their
--- owner, sg_reporting, a NOLOGIN role whose only privileges are SELECT on the tables
--- below plus a SELECT-only RLS policy "reporting reads every row". What leaves the
--- database is therefore exactly what these view definitions select: aggregates and ids,
--- never an email address, a password/key/token hash, or a raw Stripe payload.
+-- owner, sg_reporting, a NOLOGIN role whose only privileges are SELECT on the columns the
+-- views use (sql/20_tenancy.sql: never an email address, a password/key/token hash or a
+-- Stripe payload) plus a SELECT-only RLS policy "reporting reads every row". Stripe
+-- figures come through app.stripe_event_facts, a view owned by sg_service that extracts
+-- the few fields reports need from each stored event; sg_reporting never sees a payload.
 -- Like `app`, the schema holds no data and is rebuilt on every migrate. Days are UTC days.
+--
+-- Definitions (docs/reporting.md says the same for analysts):
+--   conversion   a user's first paid subscription: the earliest applied checkout of each
+--                user, counted once, on its day, for the plan it bought. Re-subscribing,
+--                upgrading or a second checkout the same day is not another conversion.
+--   credit flow  ledger movements per UTC day of the transaction's start (created_at).
+--                app.roll_up_reporting re-sums the last two finished days on every run,
+--                and the view reads those days live from the ledger, so a transaction that
+--                commits after its day ended is counted, in the view at once and in the
+--                rolled-up table at the next run; a day older than that is final.
+set local role sg_service;
+
+/**
+ * The fields of stored Stripe events that reports use, and nothing else of the payload.
+ * Owned by sg_service (which reads stripe_events); only sg_reporting may select from it.
+ * Malformed numbers become null rather than failing every report.
+ */
+create or replace view app.stripe_event_facts as
+  select e.id as event_id, e.type, e.received_at, e.processed_at is not null as processed,
+         case when e.payload ->> 'created' ~ '^[0-9]{1,11}$'
+              then to_timestamp((e.payload ->> 'created')::bigint) end as created,
+         e.payload #>> '{data,object,id}' as object_id,
+         case when e.payload #>> '{data,object,amount_paid}' ~ '^[0-9]{1,15}$'
+              then (e.payload #>> '{data,object,amount_paid}')::bigint end as amount_paid,
+         e.payload #>> '{data,object,metadata,user_id}' as user_ref,
+         e.payload #>> '{data,object,metadata,tier}' as tier
+    from public.stripe_events e;
+revoke all on app.stripe_event_facts from public;
+grant select on app.stripe_event_facts to sg_reporting;
+
 set local role sg_owner;
+grant usage on schema app to sg_reporting;
 
 drop schema if exists reporting cascade;
 create schema reporting;
@@ -23,13 +55,17 @@ create view reporting.daily_signups as
     from public.users u
    group by 1;
 
-/** Completed Stripe checkouts per day and plan bought (a paid conversion each). */
+/**
+ * Paid conversions per day and plan: each user's first paid subscription (earliest applied
+ * checkout), counted once, on its day, for the plan it bought.
+ */
 create view reporting.paid_conversions as
-  select (to_timestamp((e.payload ->> 'created')::bigint) at time zone 'UTC')::date as day,
-         e.payload #>> '{data,object,metadata,tier}' as tier,
-         count(distinct e.payload #>> '{data,object,metadata,user_id}')::integer as conversions
-    from public.stripe_events e
-   where e.type = 'checkout.session.completed' and e.processed_at is not null
+  select first.day, first.tier, count(*)::integer as conversions
+    from (select distinct on (f.user_ref) f.user_ref, (f.created at time zone 'UTC')::date as day, f.tier
+            from app.stripe_event_facts f
+           where f.type = 'checkout.session.completed' and f.processed
+             and f.user_ref is not null and f.created is not null
+           order by f.user_ref, f.created, f.event_id) as first
    group by 1, 2;
 
 /** Monthly recurring revenue by plan, as of today (subscriptions in good standing or retrying). */
@@ -42,29 +78,32 @@ create view reporting.mrr as
 
 /** Money collected per month: paid invoices, each counted once however many events named it. */
 create view reporting.revenue as
-  select date_trunc('month', to_timestamp(invoice.paid_at) at time zone 'UTC')::date as month,
+  select date_trunc('month', invoice.paid_at at time zone 'UTC')::date as month,
          sum(invoice.amount_paid)::bigint as revenue_cents
-    from (select distinct on (e.payload #>> '{data,object,id}')
-                 (e.payload #>> '{data,object,amount_paid}')::bigint as amount_paid,
-                 (e.payload ->> 'created')::bigint as paid_at
-            from public.stripe_events e
-           where e.type in ('invoice.paid', 'invoice.payment_succeeded')
-           order by e.payload #>> '{data,object,id}', e.received_at) as invoice
+    from (select distinct on (f.object_id) f.amount_paid, f.created as paid_at
+            from app.stripe_event_facts f
+           where f.type in ('invoice.paid', 'invoice.payment_succeeded') and f.object_id is not null
+           order by f.object_id, f.received_at) as invoice
    group by 1;
 
 /**
- * Credits moved per day and reason (grants positive, spending and expiry negative):
- * the finished days app.roll_up_reporting has summed, plus the ledger since then.
+ * Credits moved per day and reason (grants positive, spending and expiry negative): the
+ * days app.roll_up_reporting has settled (older than the two it re-sums on every run),
+ * plus the ledger itself from there on, so a late-committing transaction is counted at once.
  */
 create view reporting.credit_flow as
+  with rollup as (
+    select r.complete_before - interval '2 days' as settled_before
+      from public.reporting_rollups r where r.name = 'credit_flow'
+  )
   select flow.day, flow.reason, sum(flow.credits)::bigint as credits
     from (select d.day, d.reason, d.credits
-            from public.credit_flow_days d
+            from public.credit_flow_days d, rollup
+           where d.day < (rollup.settled_before at time zone 'UTC')::date
           union all
           select (l.created_at at time zone 'UTC')::date, l.reason, l.delta
-            from public.credit_ledger l
-           where l.created_at >= (select r.complete_before from public.reporting_rollups r
-                                   where r.name = 'credit_flow')) as flow
+            from public.credit_ledger l, rollup
+           where l.created_at >= rollup.settled_before) as flow
    group by 1, 2;
 
 /** Render outcomes per day and platform, and how long a successful render took. */
@@ -100,32 +139,40 @@ set local role sg_service;
 
 /**
  * Sums the ledger's finished UTC days into credit_flow_days and moves the watermark, so
- * reporting.credit_flow only aggregates the days since. Called daily by the worker
- * (worker/main.py); running it again, or from two workers at once, changes nothing.
- * A day counts as finished ten minutes after it ends, so a transaction that began on it
- * has committed before its rows are summed. Returns the new watermark.
+ * reporting.credit_flow reads only the last few days from the ledger itself. Every run also
+ * re-sums the two finished days before the watermark: the ledger stamps a row with its
+ * transaction's start, so a transaction still open when its day was summed is counted by
+ * the next run (and by the view meanwhile). A day counts as finished ten minutes after it
+ * ends. Called daily by the worker (worker/main.py); running it again, or from two workers
+ * at once, changes nothing. `as_of` (never later than now) is the moment it runs as.
+ * Returns the watermark.
  */
-create or replace function app.roll_up_reporting() returns timestamptz
+create or replace function app.roll_up_reporting(as_of timestamptz default now()) returns timestamptz
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+  resum_window constant interval := interval '2 days';
   done_before timestamptz;
-  finished_before constant timestamptz :=
-    date_trunc('day', (now() - interval '10 minutes') at time zone 'UTC') at time zone 'UTC';
+  new_before timestamptz;
+  resum_from timestamptz;
 begin
   select r.complete_before into done_before
     from public.reporting_rollups r where r.name = 'credit_flow' for update;
-  if done_before >= finished_before then
-    return done_before;
+  new_before := greatest(done_before,
+    date_trunc('day', (least(coalesce(as_of, now()), now()) - interval '10 minutes') at time zone 'UTC') at time zone 'UTC');
+  if new_before = '-infinity' then
+    return new_before;
   end if;
-  insert into public.credit_flow_days (day, reason, credits)
+  resum_from := least(done_before, new_before - resum_window);
+  insert into public.credit_flow_days as d (day, reason, credits)
   select (l.created_at at time zone 'UTC')::date, l.reason, sum(l.delta)
     from public.credit_ledger l
-   where l.created_at >= done_before and l.created_at < finished_before
-   group by 1, 2;
-  update public.reporting_rollups set complete_before = finished_before where name = 'credit_flow';
-  return finished_before;
+   where l.created_at >= resum_from and l.created_at < new_before
+   group by 1, 2
+  on conflict (day, reason) do update set credits = excluded.credits;
+  update public.reporting_rollups set complete_before = new_before where name = 'credit_flow';
+  return new_before;
 end
 $$;
-grant execute on function app.roll_up_reporting() to sg_worker;
+grant execute on function app.roll_up_reporting(timestamptz) to sg_worker;

@@ -130,7 +130,8 @@ def test_refund_called_5_times_concurrently_credits_once(make_user, connect, new
         job = admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'doomed')").fetchone()
     admin.execute("update jobs set status = 'failed' where id = %s", (job["job_id"],))
     assert balance(admin, uid) == 4
-    workers = [new_connection("sg_worker") for _ in range(5)]
+    # fail_job's own caller (sg_service) refunds; no runtime role may call refund_job
+    workers = [new_connection("postgres") for _ in range(5)]
     results = run_concurrently(5, lambda i: workers[i].execute("select app.refund_job(%s) as refunded",
                                                                (job["job_id"],)).fetchone()["refunded"])
     assert sorted(results) == [False, False, False, False, True]
@@ -145,7 +146,7 @@ def test_refund_refuses_unfinished_and_unknown_jobs(make_user, connect):
     admin = connect("postgres")
     with acting_as(admin, uid):
         job = admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'still queued')").fetchone()
-    worker = connect("sg_worker")
+    worker = connect("postgres")
     with pytest.raises(psycopg.Error) as raised:
         worker.execute("select app.refund_job(%s)", (job["job_id"],))
     assert raised.value.sqlstate == "P0409"
@@ -160,9 +161,10 @@ def test_fail_job_refunds_exactly_once_however_often_called(make_user, connect, 
     admin = connect("postgres")
     with acting_as(admin, uid):
         job = admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'fails')").fetchone()
+    attempt = connect("sg_worker").execute("select attempts from app.claim_job(%s)", (job["job_id"],)).fetchone()["attempts"]
     workers = [new_connection("sg_worker") for _ in range(5)]
-    results = run_concurrently(5, lambda i: workers[i].execute("select app.fail_job(%s, 'boom') as failed",
-                                                               (job["job_id"],)).fetchone()["failed"])
+    results = run_concurrently(5, lambda i: workers[i].execute("select app.fail_job(%s, %s, 'boom') as failed",
+                                                               (job["job_id"], attempt)).fetchone()["failed"])
     assert sorted(results) == [False, False, False, False, True]
     assert balance(admin, uid) == 5 == ledger_sum(admin, uid)
 
@@ -179,7 +181,8 @@ def test_grant_is_idempotent_per_key(make_user, connect):
 
 def test_concurrent_grants_with_one_key_grant_once(make_user, connect, new_connection):
     uid = make_user()
-    workers = [new_connection("sg_worker") for _ in range(10)]
+    # as its callers run it (the billing functions own it as sg_service): no runtime role may
+    workers = [new_connection("postgres") for _ in range(10)]
     results = run_concurrently(10, lambda i: workers[i].execute(
         "select granted from app.grant_credits(%s, 100, 'renewal', 'renewal:race')", (uid,)).fetchone()["granted"])
     assert results.count(True) == 1

@@ -36,7 +36,9 @@ def test_any_sequence_keeps_the_ledger_invariant(connect, ops):
                 assert error.sqlstate == "P0402" and model_balance == 0
         elif op[0] == "fail" and jobs:
             job = jobs[op[1] % len(jobs)]
-            failed = admin.execute("select app.fail_job(%s, 'prop') as f", (job,)).fetchone()["f"]
+            claim = admin.execute("select attempts from app.claim_job(%s)", (job,)).fetchone()
+            failed = bool(claim) and admin.execute("select app.fail_job(%s, %s, 'prop') as f",
+                                                   (job, claim["attempts"])).fetchone()["f"]
             model_balance += 1 if failed else 0
         elif op[0] == "grant":
             key = f"{user}:{op[2] if op[2] != 'fresh' else uuid.uuid4()}"

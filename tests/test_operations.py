@@ -134,7 +134,7 @@ def test_cli_create_grant_disable(app, connect):
     granted = runner.invoke(args=["grant-credits", email, "7", "--reason", "support", "--key", "ticket-1"])
     assert granted.exit_code == 0 and "now has 12 credits" in granted.output
     again = runner.invoke(args=["grant-credits", email, "7", "--reason", "support", "--key", "ticket-1"])
-    assert "Already granted" in again.output and "now has 12 credits" in again.output
+    assert again.exit_code == 0 and "Already granted" in again.output and "has 12 credits" in again.output
     admin = connect("postgres")
     uid = admin.execute("select id from users where email = %s", (email,)).fetchone()["id"]
     assert balance(admin, uid) == 12
@@ -145,6 +145,54 @@ def test_cli_create_grant_disable(app, connect):
                 ["create-user", email, "--password", "velvet-otter-canyon-42"], ["disable-user", "nobody@example.com"]):
         result = runner.invoke(args=bad)
         assert result.exit_code != 0 and "Traceback" not in result.output, (bad, result.output)
+
+
+def test_operator_grants_are_keyed_by_the_key_alone(app, connect):
+    """The same --key never grants twice, whatever the reason says; keys that used to meet
+    once joined with the reason (or cut at 200 characters) are different grants; the
+    reason is kept in the ledger's note column; an over-long key is refused, not cut."""
+    runner = app.test_cli_runner()
+    admin = connect("postgres")
+    email = f"grant-{os.urandom(4).hex()}@example.com"
+    assert runner.invoke(args=["create-user", email, "--password", "velvet-otter-canyon-42"]).exit_code == 0
+    uid = admin.execute("select id from users where email = %s", (email,)).fetchone()["id"]
+    tag = os.urandom(4).hex()
+
+    def grant(amount: str, reason: str, key: str):
+        return runner.invoke(args=["grant-credits", email, amount, "--reason", reason, "--key", key])
+
+    first = grant("3", "support ticket 1", f"{tag}-t1")
+    reworded = grant("3", "support ticket #1 (refund)", f"{tag}-t1")
+    assert first.exit_code == 0 and reworded.exit_code == 0, reworded.output
+    assert "Already granted" in reworded.output and "support ticket 1" in reworded.output
+    assert balance(admin, uid) == 8
+    # these two produced the same `admin:a:b:c` key before
+    assert grant("2", "b:c", f"{tag}:a").exit_code == 0
+    assert grant("2", "c", f"{tag}:a:b").exit_code == 0
+    # and these two the same 200-character prefix
+    long_prefix = f"{tag}-" + "k" * 180
+    assert grant("1", "long one", long_prefix + "-1").exit_code == 0
+    assert grant("1", "long two", long_prefix + "-2").exit_code == 0
+    assert balance(admin, uid) == 8 + 2 + 2 + 1 + 1
+    rows = admin.execute("select idempotency_key, delta, note from credit_ledger where user_id = %s "
+                         "and reason = 'admin_grant' order by created_at, idempotency_key", (uid,)).fetchall()
+    assert [(r["idempotency_key"], r["delta"], r["note"]) for r in rows] == [
+        (f"admin:{tag}-t1", 3, "support ticket 1"), (f"admin:{tag}:a", 2, "b:c"), (f"admin:{tag}:a:b", 2, "c"),
+        (f"admin:{long_prefix}-1", 1, "long one"), (f"admin:{long_prefix}-2", 1, "long two")]
+
+    too_long = grant("5", "too long", "x" * 195)
+    assert too_long.exit_code != 0 and "key must be 1 to 194 characters" in too_long.output
+    assert grant("5", "just fits", f"{tag}" + "y" * (194 - len(tag))).exit_code == 0
+    for bad in (grant("5", "   ", f"{tag}-blank"), grant("5", "empty key", "")):
+        assert bad.exit_code != 0 and "Traceback" not in bad.output, bad.output
+    assert balance(admin, uid) == 14 + 5
+
+    other = f"grant-other-{os.urandom(4).hex()}@example.com"
+    assert runner.invoke(args=["create-user", other, "--password", "velvet-otter-canyon-42"]).exit_code == 0
+    reused = runner.invoke(args=["grant-credits", other, "3", "--reason", "copy-paste", "--key", f"{tag}-t1"])
+    assert reused.exit_code != 0 and "another account" in reused.output
+    other_id = admin.execute("select id from users where email = %s", (other,)).fetchone()["id"]
+    assert balance(admin, other_id) == 5
 
 
 @pytest.mark.parametrize("command", ["migrate", "replay-stripe-events", "create-user", "grant-credits", "disable-user"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import date, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import psycopg
@@ -63,10 +63,11 @@ def reporting_db():
                 with acting_as(admin, users[1]):
                     jobs.append(admin.execute("select job_id from app.spend_credit_and_create_job('tiktok', %s)",
                                               (topic,)).fetchone()["job_id"])
-            admin.execute("select * from app.claim_job(%s)", (jobs[0],))
+            for job in jobs:
+                admin.execute("select * from app.claim_job(%s)", (job,))
             admin.execute("update jobs set started_at = now() - interval '2 seconds' where id = %s", (jobs[0],))
-            admin.execute("select app.complete_job(%s, '/media/x.mp4')", (jobs[0],))
-            admin.execute("select app.fail_job(%s, 'broken')", (jobs[1],))
+            assert admin.execute("select app.complete_job(%s, 1, '/media/x.mp4') as done", (jobs[0],)).fetchone()["done"]
+            assert admin.execute("select app.fail_job(%s, 1, 'broken') as done", (jobs[1],)).fetchone()["done"]
         yield dsn, users
 
 
@@ -182,3 +183,116 @@ def test_signing_in_counts_as_activity(new_connection, connect):
         "select u.last_login, s.last_active_at from users u join subscriptions s on s.user_id = u.id "
         "where u.id = %s", (user,)).fetchone().values()
     assert last_active is not None and last_active == last_login
+
+
+GROUND_TRUTH = """select (created_at at time zone 'UTC')::date as day, reason, sum(delta)::bigint as credits
+                    from credit_ledger group by 1, 2 order by 1, 2"""
+FLOW = "select day, reason, credits from reporting.credit_flow order by day, reason"
+
+
+def test_a_transaction_that_commits_after_its_day_was_rolled_up_is_still_counted():
+    """The ledger stamps a row with its transaction's start, so a transaction open across
+    midnight commits rows into a day the roll-up may already have summed. The view counts
+    them at once (it reads the last two finished days from the ledger), and the next run
+    re-sums those days into the rolled-up table."""
+    with throwaway_database("sg_late") as dsn:
+        migrate(dsn, environ={})
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as admin, \
+                psycopg.connect(role_dsn(dsn, "sg_worker"), autocommit=True) as worker, \
+                psycopg.connect(role_dsn(dsn, "sg_analyst"), autocommit=True, row_factory=dict_row) as analyst:
+            user = admin.execute("select id from app.signup('late@example.com', %s, null)",
+                                 (PASSWORD_HASH,)).fetchone()["id"]
+            for n, days_ago in enumerate([6, 4, 3, 2, 1]):
+                admin.execute("insert into credit_ledger (user_id, delta, reason, idempotency_key, created_at) "
+                              "values (%s, -1, 'render', %s, now() - %s * interval '1 day')", (user, f"late:{n}", days_ago))
+            # yesterday's run, as the worker's schedule made it
+            yesterday = worker.execute("select app.roll_up_reporting(now() - interval '1 day')").fetchone()[0]
+            assert analyst.execute(FLOW).fetchall() == admin.execute(GROUND_TRUTH).fetchall()
+
+            # a transaction that began a minute before that run's watermark commits only now
+            admin.execute("insert into credit_ledger (user_id, delta, reason, idempotency_key, created_at) "
+                          "values (%s, 7, 'admin_grant', 'late:open-across-midnight', %s - interval '1 minute')",
+                          (user, yesterday))
+            late_day = (yesterday - timedelta(minutes=1)).astimezone(timezone.utc).date()
+            truth = admin.execute(GROUND_TRUTH).fetchall()
+            assert {"day": late_day, "reason": "admin_grant", "credits": 7} in truth
+            assert analyst.execute(FLOW).fetchall() == truth
+
+            # today's run re-sums that day into the table, and the view still adds up
+            today = worker.execute("select app.roll_up_reporting()").fetchone()[0]
+            assert today > yesterday
+            rolled = admin.execute("select credits from credit_flow_days where day = %s and reason = 'admin_grant'",
+                                   (late_day,)).fetchone()
+            assert rolled == {"credits": 7}
+            assert analyst.execute(FLOW).fetchall() == truth
+            # the rolled-up table itself equals the ledger for every finished day
+            finished = [r for r in truth if r["day"] < today.astimezone(timezone.utc).date()]
+            assert admin.execute("select day, reason, credits from credit_flow_days order by day, reason"
+                                 ).fetchall() == finished
+            # a run "in the future" is a run now: the watermark cannot pass today
+            assert worker.execute("select app.roll_up_reporting(now() + interval '5 days')").fetchone()[0] == today
+
+
+def test_conversions_count_each_users_first_paid_subscription_once():
+    """One conversion per user ever: the earliest applied checkout, on its day, for the plan
+    it bought. Re-subscribing later, a second checkout the same day, an upgrade (no
+    checkout) and a checkout that failed to apply are not conversions."""
+    with throwaway_database("sg_conv") as dsn:
+        migrate(dsn, environ={})
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as admin, \
+                psycopg.connect(role_dsn(dsn, "sg_analyst"), autocommit=True, row_factory=dict_row) as analyst:
+            users = [str(admin.execute("select id from app.signup(%s, %s, null)",
+                                       (f"conv-{n}@example.com", PASSWORD_HASH)).fetchone()["id"]) for n in range(4)]
+            day = 86400
+            start = int(time.time()) // day * day - 10 * day + 3600  # 01:00 UTC ten days ago
+
+            def event(n: int, kind: str, user: str, tier: str, at: int, processed: bool = True) -> None:
+                payload = {"id": f"evt_conv_{n}", "type": kind, "created": at,
+                           "data": {"object": {"id": f"obj_{n}", "metadata": {"user_id": user, "tier": tier}}}}
+                admin.execute("insert into stripe_events (id, type, payload, processed_at) values (%s, %s, %s, %s)",
+                              (payload["id"], kind, json.dumps(payload), "now()" if processed else None))
+
+            event(1, "checkout.session.completed", users[0], "starter", start)               # converts on day 0
+            event(2, "checkout.session.completed", users[0], "pro", start + 5 * day)         # re-subscribes: no
+            event(3, "checkout.session.completed", users[1], "pro", start + 2 * day)         # converts on day 2
+            event(4, "checkout.session.completed", users[1], "pro", start + 2 * day + 60)    # same day again: no
+            event(5, "customer.subscription.updated", users[1], "agency", start + 3 * day)   # upgrade: no
+            event(6, "checkout.session.completed", users[2], "starter", start + 2 * day, processed=False)
+            event(7, "checkout.session.completed", users[3], "starter", start + 2 * day + 120)  # converts on day 2
+            rows = analyst.execute("select day, tier, conversions from reporting.paid_conversions "
+                                   "order by day, tier").fetchall()
+    first_day = datetime.fromtimestamp(start, timezone.utc).date()
+    assert rows == [{"day": first_day, "tier": "starter", "conversions": 1},
+                    {"day": first_day + timedelta(days=2), "tier": "pro", "conversions": 1},
+                    {"day": first_day + timedelta(days=2), "tier": "starter", "conversions": 1}]
+
+
+SECRET_COLUMNS = ["users.email", "users.password_hash", "users.full_name", "api_keys.key_hash",
+                  "refresh_tokens.token_hash", "stripe_events.payload", "browser_sessions.token_hash",
+                  "email_tokens.token_hash", "credit_ledger.stripe_event_id"]
+
+
+@pytest.mark.parametrize("column", SECRET_COLUMNS)
+def test_the_reporting_owner_cannot_read_secrets_or_payloads(connect, column):
+    """sg_reporting (which the views run as) has SELECT on the columns they use only."""
+    table, name = column.split(".")
+    admin = connect("postgres")
+    with pytest.raises(psycopg.Error) as raised:
+        with admin.transaction():
+            admin.execute("set local role sg_reporting")
+            admin.execute(f"select {name} from public.{table} limit 1")
+    assert raised.value.sqlstate == "42501"
+
+
+def test_the_reporting_owner_reads_what_the_views_use(connect):
+    admin = connect("postgres")
+    with admin.transaction():
+        admin.execute("set local role sg_reporting")
+        admin.execute("select id, created_at from public.users limit 1")
+        admin.execute("select event_id, created, amount_paid, user_ref, tier from app.stripe_event_facts limit 1")
+        for view in VIEWS:
+            admin.execute(f"select * from reporting.{view} limit 1")
+    for role in ("sg_app", "sg_worker", "sg_analyst"):
+        with pytest.raises(psycopg.Error) as raised:
+            connect(role).execute("select * from app.stripe_event_facts limit 1")
+        assert raised.value.sqlstate == "42501"

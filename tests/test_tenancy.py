@@ -149,7 +149,7 @@ def test_web_role_cannot_call_worker_or_grant_functions(connect, two_users_with_
     a, _ = two_users_with_everything
     conn = connect("sg_app")
     for call in ("select app.grant_credits(%s, 100, 'admin_grant', 'mint')",
-                 "select app.claim_job(%s)", "select app.fail_job(%s, 'x')", "select app.refund_job(%s)"):
+                 "select app.claim_job(%s)", "select app.fail_job(%s, 1, 'x')", "select app.refund_job(%s)"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             with acting_as(conn, a):
                 conn.execute(call, (a,))

@@ -3,7 +3,7 @@ functions the app uses, over the administrator's DATABASE_URL."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 
 import click
 import psycopg
@@ -65,18 +65,34 @@ def create_user(email: str, password: str, name: str | None) -> None:
 @with_appcontext
 @click.argument("email")
 @click.argument("amount", type=click.IntRange(1, 1_000_000))
-@click.option("--reason", required=True, help="Why (kept in the idempotency key for the audit trail).")
-@click.option("--key", default=None, help="Idempotency key; repeat it to make a retry a no-op.")
+@click.option("--reason", required=True, help="Why; kept with the grant in the ledger (up to 500 characters).")
+@click.option("--key", default=None,
+              help="Idempotency key (up to 194 characters): the same key again grants nothing, whatever "
+                   "the amount or reason, so a retried command is safe. Default: a fresh one.")
 def grant_credits(email: str, amount: int, reason: str, key: str | None) -> None:
     """Add AMOUNT credits to a user (ledger reason admin_grant)."""
     import uuid
 
-    with service_tx() as conn:
-        user_id = _user_id(conn, email)
-        row = conn.execute("select * from app.grant_credits(%s, %s, 'admin_grant', %s)",
-                           (user_id, amount, f"admin:{key or uuid.uuid4()}:{reason}"[:200])).fetchone()
-    state = "Granted" if row["granted"] else "Already granted (same key)"
-    click.echo(f"{state}: {email} now has {row['credits_remaining']} credits.")
+    key = key if key is not None else str(uuid.uuid4())
+    try:
+        with service_tx() as conn:
+            user_id = _user_id(conn, email)
+            row = conn.execute("select * from app.operator_grant(%s, %s, %s, %s)",
+                               (user_id, amount, key, reason.strip())).fetchone()
+    except (psycopg.Error, ValueError) as error:
+        # P0422 from the function (a key too long, an empty reason); psycopg's own
+        # ValueError/DataError for text it cannot send (a NUL character)
+        message = getattr(getattr(error, "diag", None), "message_primary", None) or str(error)
+        raise click.ClickException(message) from None
+    if row["granted"]:
+        click.echo(f"Granted: {email} now has {row['credits_remaining']} credits.")
+        return
+    earlier = f"{row['delta']} credits on {row['created_at'].astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC ({row['ledger_note'] or 'no reason'})"
+    if row["granted_to"] != user_id:
+        raise click.ClickException(f"Key {key!r} was already used for a grant to another account: {earlier}. "
+                                   "Nothing was granted.")
+    click.echo(f"Already granted with this key: {earlier}. Nothing changed; "
+               f"{email} has {row['credits_remaining']} credits.")
 
 
 @click.command("disable-user")

@@ -11,14 +11,28 @@ def _count(name: str, default: int) -> int:
     return int(value)
 
 
-bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+# Loopback unless told otherwise: BIND=0.0.0.0:$PORT (the Procfile) to serve the network.
+# Exposing it directly is safe because of the worker class below, which reads whole
+# requests before any thread is involved; no buffering proxy is needed in front.
+bind = os.environ.get("BIND") or f"127.0.0.1:{_count('PORT', 8000)}"
 workers = _count("WEB_CONCURRENCY", 2)
-# threads: a request spends much of its time waiting on Postgres (its commit's WAL flush
-# above all), and a threaded worker serves others meanwhile and keeps connections alive;
-# measured here, +30 % webhooks/s and +20 % generates/s over sync workers. Each process
-# has its own pool (DB_POOL_MAX, default 10 >= WEB_THREADS).
-worker_class = "gthread"
+# Each process runs waitress (web/buffering.py): its event loop reads every request whole
+# (headers and body, with time limits) and only then hands it to one of `threads`
+# threads. gunicorn's gthread worker gave a thread to a connection as soon as its first
+# bytes arrived, so 8 slow clients held all 2 x 4 threads (issue 16). Threads overlap
+# requests' waits on Postgres; each process has its own pool (DB_POOL_MAX >= WEB_THREADS).
+worker_class = "web.buffering.BufferingWorker"
 threads = _count("WEB_THREADS", 4)
+# open connections per process (slow ones included); beyond it, new ones wait in the backlog
+worker_connections = _count("WEB_CONNECTIONS", 1000)
+# seconds an idle keep-alive connection stays open
+keepalive = 30
+# a request's headers must arrive within WEB_HEADER_TIMEOUT seconds and the whole request
+# within WEB_REQUEST_TIMEOUT, or it gets a 408; larger bodies than WEB_MAX_REQUEST_BYTES
+# are refused before they are read (checked here so a bad value stops start-up)
+for _name, _default in (("WEB_HEADER_TIMEOUT", 10), ("WEB_REQUEST_TIMEOUT", 30),
+                        ("WEB_MAX_REQUEST_BYTES", 16 * 1024 * 1024)):
+    _count(_name, _default)
 timeout = 30
 # SIGTERM: stop accepting, let in-flight requests finish for up to this long
 graceful_timeout = 20

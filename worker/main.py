@@ -3,7 +3,11 @@
 The entrypoint names are the contract with the SQL that enqueues:
 app.spend_credit_and_create_job inserts `render` entries into pgqueuer.
 Delivery is at least once, so the handler is safe to run twice for one job: claiming
-a finished job returns nothing, and completing or failing twice changes nothing.
+a finished job returns nothing, and every later call is fenced by the claim's token
+(worker/jobs.py), so a worker that lost its job to another stops instead of finishing,
+requeueing or refunding it. Whatever goes wrong in a render lands in the job's own
+retry/fail path; the sweeper (app.sweep_stranded_jobs, every five minutes) catches a
+job whose handler died between its calls.
 """
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import threading
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,7 +36,7 @@ from web.config import from_env
 
 from . import h264
 from .billing import register_billing
-from .jobs import BadPayload, ClaimedJob, JobControl, job_id_from_payload
+from .jobs import BadPayload, ClaimedJob, JobControl, LostClaim, job_id_from_payload
 from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
 
@@ -40,6 +46,13 @@ log = logging.getLogger("worker")
 MAX_ATTEMPTS = 3
 # The resolutions the plans sell; their skip templates are built at start-up.
 PLAN_SIZES = [(720, 1280), (1080, 1920), (2160, 3840)]
+# What users see (the API's `error`, the dashboard). Never an exception's text: that can
+# name server paths and internals, and goes to the log instead.
+RETRYING_MESSAGE = "Render failed; retrying."
+FAILED_MESSAGE = "Render failed — we refunded your credit."
+# A render's scratch directory (worker/render.py makes them in MEDIA_ROOT) untouched this
+# long belongs to no running render: a render that was SIGKILLed left it behind.
+STALE_SCRATCH_SECONDS = 3600
 
 
 @dataclass
@@ -55,12 +68,6 @@ class WorkerSettings:
         config = from_env()
         return cls(dsn=config["WORKER_DATABASE_URL"], media_root=Path(config["MEDIA_ROOT"]),
                    retry_base_seconds=float(os.environ.get("WORKER_RETRY_BASE_SECONDS", "2")))
-
-
-def _readable(error: Exception) -> str:
-    """What the user sees for a failed render: the error without a traceback."""
-    text = str(error).strip() or type(error).__name__
-    return f"Render failed: {text}"[:500]
 
 
 def output_path(media_root: Path, job_id) -> Path:
@@ -83,35 +90,69 @@ async def render_job(control: JobControl, settings: WorkerSettings, job: Claimed
     return f"/media/{job.id}.mp4"
 
 
-def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSettings) -> None:
-    """Attach the handlers."""
+def _retry_delay(settings: WorkerSettings, attempt: int) -> timedelta:
+    return timedelta(seconds=settings.retry_base_seconds * 4 ** max(attempt - 1, 0))
 
-    @pgq.entrypoint("render")
+
+async def _after_failure(control: JobControl, settings: WorkerSettings, job: ClaimedJob, error: Exception) -> None:
+    """The job's own retry/fail path for any exception of an attempt: retried (pgqueuer
+    re-delivers after a back-off) below MAX_ATTEMPTS, failed and refunded at it. When the
+    database cannot even record that, the entry is re-delivered anyway and the next
+    claim supersedes this one; it never falls through to pgqueuer's delete."""
+    log.warning("job %s attempt %d failed: %s: %s", job.id, job.attempts, type(error).__name__, error,
+                exc_info=error)
+    delay = _retry_delay(settings, job.attempts)
+    try:
+        if job.attempts < MAX_ATTEMPTS:
+            await control.retry(job, RETRYING_MESSAGE)
+            log.info("job %s: retrying in %s", job.id, delay)
+        else:
+            await control.fail(job, FAILED_MESSAGE)
+            log.error("job %s failed for good after %d attempts; credit refunded", job.id, job.attempts)
+            return
+    except LostClaim as lost:
+        log.warning("%s; another worker owns it now, stopping", lost)
+        return
+    except Exception as second:  # noqa: BLE001 - the entry is re-delivered instead
+        log.warning("job %s: could not record the failure (%s); re-delivering", job.id, second)
+    raise RetryRequested(delay=delay, reason=f"{type(error).__name__}: {error}"[:500]) from error
+
+
+def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSettings) -> None:
+    """Attach the handlers. `hold` keeps an entry whose handler raised anyway (it should
+    not: every path above ends in the job's retry or fail) instead of deleting it."""
+
+    @pgq.entrypoint("render", on_failure="hold")
     async def render(queued: Job) -> None:
         try:
             job_id = job_id_from_payload(queued.payload)
         except BadPayload:
             log.error("dropping queue entry %s: %r", queued.id, queued.payload)
             return
-        job = await control.claim(job_id)
+        try:
+            job = await control.claim(job_id)
+        except Exception as error:  # noqa: BLE001 - nothing changed; try the claim again later
+            log.warning("job %s: claim failed (%s); re-delivering", job_id, error)
+            raise RetryRequested(delay=_retry_delay(settings, queued.attempts + 1), reason=str(error)[:500]) from error
         if job is None:
             log.info("job %s already finished; nothing to do", job_id)
             return
-        log.info("job %s: rendering %dx%d (attempt %d)", job_id, job.width, job.height, job.attempts)
         try:
-            url = await render_job(control, settings, job)
-        except Exception as error:  # noqa: BLE001 - every failure is retried or reported
-            message = _readable(error)
-            if job.attempts < MAX_ATTEMPTS:
-                delay = timedelta(seconds=settings.retry_base_seconds * 4 ** (job.attempts - 1))
-                log.warning("job %s attempt %d failed (%s); retrying in %s", job_id, job.attempts, message, delay)
-                await control.retry(job_id, message)
-                raise RetryRequested(delay=delay, reason=message) from error
-            log.error("job %s failed for good after %d attempts: %s", job_id, job.attempts, message)
-            await control.fail(job_id, message)
+            if job.attempts > MAX_ATTEMPTS:
+                # claimed again and again by workers that died mid-render (a poison job)
+                await control.fail(job, FAILED_MESSAGE)
+                log.error("job %s: claim %d is past the attempt limit; failed and refunded", job_id, job.attempts)
+                return
+            log.info("job %s: rendering %dx%d (attempt %d)", job_id, job.width, job.height, job.attempts)
+            url = await render_job(control.bound(job), settings, job)
+            await control.complete(job, url)
+        except LostClaim as lost:
+            log.warning("%s; another worker owns it now, stopping", lost)
             return
-        if await control.complete(job_id, url):
-            log.info("job %s completed", job_id)
+        except Exception as error:  # noqa: BLE001 - every failure is retried or reported
+            await _after_failure(control, settings, job, error)
+            return
+        log.info("job %s completed", job_id)
 
 
 # A mail that fails to send is retried this many times in all, backing off.
@@ -156,6 +197,11 @@ FREE_RENEWAL_CRON = "15 * * * *"
 REPORTING_ROLLUP_CRON = "20 0 * * *"
 # Hourly: the login throttle's table keeps a day of attempts, not every one ever made.
 LOGIN_ATTEMPT_PURGE_CRON = "40 * * * *"
+# Every five minutes: unfinished jobs that lost their queue entry go back to the queue.
+SWEEP_CRON = "*/5 * * * *"
+# A job is stranded when no worker has touched it for this long (renders report progress
+# several times a minute) and it has no queue entry.
+SWEEP_STALE_AFTER = timedelta(minutes=10)
 
 
 def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
@@ -178,6 +224,48 @@ def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
     @pgq.schedule("purge_login_attempts", LOGIN_ATTEMPT_PURGE_CRON)
     async def purge_login_attempts(schedule) -> None:
         log.info("login attempts: %d older than a day forgotten", await call("purge_login_attempts"))
+
+    @pgq.schedule("sweep_stranded_jobs", SWEEP_CRON)
+    async def sweep_stranded_jobs(schedule) -> None:
+        for job_id, outcome in await sweep(pool):
+            log.warning("sweeper: stranded job %s %s", job_id, outcome)
+
+
+async def sweep(pool: AsyncConnectionPool, stale_after: timedelta = SWEEP_STALE_AFTER) -> list[tuple]:
+    """One sweep for stranded jobs: (job id, 'requeued' | 'failed') for each acted on."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("select * from app.sweep_stranded_jobs(%s, %s)", (stale_after, MAX_ATTEMPTS))
+        return await cur.fetchall()
+
+
+def remove_stale_scratch(media_root: Path, older_than: float = STALE_SCRATCH_SECONDS) -> list[Path]:
+    """Delete render scratch directories (`render-*`) and half-written cache files
+    (`.cache/*.part`) that nothing has touched for `older_than` seconds: what renders
+    killed mid-way left behind. Younger ones may belong to a render running in another
+    worker on this machine and are left alone. Returns what was removed."""
+    cutoff = time.time() - older_than
+    removed = []
+    for path in [*media_root.glob("render-*"), *(media_root / ".cache").glob("*.part")]:
+        try:
+            if _newest_mtime(path) >= cutoff:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path)
+        except OSError as error:  # another worker removed it first, or it is not ours to remove
+            log.warning("could not remove stale render scratch %s: %s", path, error)
+    return removed
+
+
+def _newest_mtime(path: Path) -> float:
+    """The latest modification time of a path and, for a directory, anything in it."""
+    newest = path.stat().st_mtime
+    if path.is_dir():
+        for child in path.rglob("*"):
+            newest = max(newest, child.stat().st_mtime)
+    return newest
 
 
 def _warm_templates(cache_dir: Path) -> None:
@@ -202,6 +290,8 @@ async def create_pgqueuer(settings: WorkerSettings | None = None) -> AsyncIterat
     pool for the job-control calls."""
     settings = settings or WorkerSettings.from_env()
     settings.media_root.mkdir(parents=True, exist_ok=True)
+    for path in remove_stale_scratch(settings.media_root):
+        log.info("removed stale render scratch %s", path)
     threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache",), daemon=True).start()
     queue_conn = await asyncpg.connect(**_asyncpg_params(settings.dsn))
     pool = AsyncConnectionPool(settings.dsn, min_size=1, max_size=int(os.environ.get("WORKER_POOL_MAX", "4")),

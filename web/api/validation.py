@@ -9,8 +9,47 @@ from flask import request
 from ..errors import ApiError
 
 
+UNSAFE_TEXT = "must not contain NUL characters or unpaired surrogates"
+
+
+def is_safe_text(value: str) -> bool:
+    """False for text Postgres cannot store or UTF-8 cannot encode: a NUL character, or a
+    lone UTF-16 surrogate (JSON's "\\ud800" escape decodes to one)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unsafe_field(body: dict) -> str | None:
+    """The top-level field of a JSON object under which (at any depth, in a key or a
+    value) unsafe text sits; "" for an unsafe top-level key; None when all is safe."""
+    for name, value in body.items():
+        if not is_safe_text(name):
+            return ""
+        pending = [value]
+        while pending:  # iterative: a deeply nested body must not exhaust the stack
+            item = pending.pop()
+            if isinstance(item, str):
+                if not is_safe_text(item):
+                    return name
+            elif isinstance(item, dict):
+                for key, nested in item.items():
+                    if not is_safe_text(key):
+                        return name
+                    pending.append(nested)
+            elif isinstance(item, list):
+                pending.extend(item)
+    return None
+
+
 def json_body() -> dict[str, Any]:
-    """The request body as a JSON object; 422 when it is missing, malformed or not an object."""
+    """The request body as a JSON object; 422 when it is missing, malformed or not an
+    object, or when any of its text could not be stored (naming the field), so no route
+    can hand a NUL or a lone surrogate to the database or the encoder."""
     raw = request.get_data(cache=True)
     try:
         body = json.loads(raw) if raw else None
@@ -18,6 +57,11 @@ def json_body() -> dict[str, Any]:
         raise ApiError(422, "Request body must be valid JSON.") from None
     if not isinstance(body, dict):
         raise ApiError(422, "Request body must be a JSON object.")
+    field = _unsafe_field(body)
+    if field == "":
+        raise ApiError(422, f"Request body: field names {UNSAFE_TEXT}")
+    if field is not None:
+        raise ApiError(422, f"{field}: {UNSAFE_TEXT}", field=field)
     return body
 
 

@@ -6,32 +6,51 @@ from wtforms import EmailField, IntegerField, PasswordField, SelectField, String
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
 
+from ..api.validation import UNSAFE_TEXT, is_safe_text
 from ..jobs import PLATFORM_NAMES
 
 
-class SignupForm(FlaskForm):
+def refuse_unsafe_text(value):
+    """Field filter: a ValueError here becomes an error on the field (wtforms' process
+    errors), so text Postgres cannot store never gets past validation."""
+    if isinstance(value, str) and not is_safe_text(value):
+        raise ValueError(f"This field {UNSAFE_TEXT}.")
+    return value
+
+
+class Form(FlaskForm):
+    """Every page form: besides its CSRF token, each field refuses NUL characters and
+    unpaired surrogates with a form error (a 422 page), whatever the field's validators."""
+
+    class Meta:
+        def bind_field(self, form, unbound_field, options):
+            filters = [refuse_unsafe_text, *unbound_field.kwargs.get("filters", ())]
+            return unbound_field.bind(form=form, **{**options, "filters": filters})
+
+
+class SignupForm(Form):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=128)])
     full_name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
 
 
-class ChangePasswordForm(FlaskForm):
+class ChangePasswordForm(Form):
     current_password = PasswordField("Current password", validators=[DataRequired(), Length(max=1024)])
     new_password = PasswordField("New password", validators=[DataRequired(), Length(min=8, max=128)])
     confirm = PasswordField("Repeat new password",
                             validators=[DataRequired(), EqualTo("new_password", "The passwords do not match.")])
 
 
-class LogoutForm(FlaskForm):
+class LogoutForm(Form):
     """Only the CSRF token: logging out is a POST."""
 
 
-class GenerateForm(FlaskForm):
+class GenerateForm(Form):
     platform = SelectField("Platform", choices=[SelectChoice(value, label) for value, label in PLATFORM_NAMES.items()])
     topic = StringField("Topic", validators=[DataRequired(), Length(min=3, max=200)],
                         render_kw={"placeholder": "e.g. the history of coffee", "maxlength": 200})
@@ -40,7 +59,7 @@ class GenerateForm(FlaskForm):
                                     render_kw={"min": 15, "max": 60, "step": 1})
 
 
-class ChangePlanForm(FlaskForm):
+class ChangePlanForm(Form):
     """Move to a plan: Checkout from Free, otherwise a change of the live subscription
     (Free = cancel at the period's end)."""
 
@@ -48,11 +67,11 @@ class ChangePlanForm(FlaskForm):
                                         SelectChoice("pro", "Pro"), SelectChoice("agency", "Agency")])
 
 
-class ForgotPasswordForm(FlaskForm):
+class ForgotPasswordForm(Form):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
 
 
-class ResetPasswordForm(FlaskForm):
+class ResetPasswordForm(Form):
     new_password = PasswordField("New password", validators=[DataRequired(), Length(min=8, max=128)])
     confirm = PasswordField("Repeat new password",
                             validators=[DataRequired(), EqualTo("new_password", "The passwords do not match.")])
