@@ -49,7 +49,7 @@ def check(response, fields: dict[str, str], path: str = "") -> None:
     assert response.status_code < 500, (response.status_code, fields)
     page = response.get_data(as_text=True)
     if any("\x00" in value for value in fields.values()):
-        if path == "/billing/checkout":
+        if path == "/billing/change-plan":
             # a one-button form (the plan is a hidden choice): refused back to the pricing page
             assert response.status_code == 302 and response.headers["Location"].endswith("/pricing")
             return
@@ -97,7 +97,7 @@ def signed_in(app, connect):
 SIGNED_IN_FORMS = {
     "/account": ("current_password", "new_password", "confirm"),
     "/dashboard/generate": ("platform", "topic", "duration_seconds"),
-    "/billing/checkout": ("tier",),
+    "/billing/change-plan": ("tier",),
 }
 
 
