@@ -45,16 +45,26 @@ def post_form(client, path: str, fields: dict[str, str]):
     return client.post(path, data=body, content_type="application/x-www-form-urlencoded")
 
 
+# not text: refused as not a number first (or, being required, as missing)
+NUMBER_FIELDS = {"duration_seconds"}
+
+
 def check(response, fields: dict[str, str], path: str = "") -> None:
     assert response.status_code < 500, (response.status_code, fields)
     page = response.get_data(as_text=True)
-    if any("\x00" in value for value in fields.values()):
+    with_nul = [name for name, value in fields.items() if "\x00" in value]
+    if with_nul:
         if path == "/billing/change-plan":
             # a one-button form (the plan is a hidden choice): refused back to the pricing page
             assert response.status_code == 302 and response.headers["Location"].endswith("/pricing")
             return
         assert response.status_code == 422, (response.status_code, fields)
-        assert f"This field {UNSAFE_TEXT}." in page
+        for name in with_nul:
+            # the field is marked invalid, with its error beside it
+            assert re.search(rf'<(input|select)[^>]*(aria-invalid="true"[^>]*id="{name}"|id="{name}"[^>]*'
+                             rf'aria-invalid="true")', page), name
+            if name not in NUMBER_FIELDS:
+                assert f"This field {UNSAFE_TEXT}." in page, name
 
 
 ANONYMOUS_FORMS = {

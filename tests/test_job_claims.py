@@ -119,6 +119,76 @@ def test_a_worker_whose_claim_was_superseded_is_refused(api, connect, database_d
                          (f"render:{job_id}",)).fetchone()["n"] == 0
 
 
+def test_a_superseded_handler_stands_down_and_leaves_the_entry_as_a_safety_net(
+        api, connect, database_dsn, media_root, empty_queue):
+    """The render handler itself, when its claim is superseded mid-render: it stops without
+    completing, and asks pgqueuer to put the shared entry back with a long delay rather
+    than return (which would delete the entry the new holder is working from). Should the
+    new holder die too, the entry re-delivers the job; when it completes, the entry goes."""
+    admin = connect("postgres")
+    user = api_signup(api)
+    uid = user["user"]["id"]
+    job_id = uuid.UUID(generate(api, bearer(user["access_token"])))
+    worker_dsn = role_dsn(database_dsn, "sg_worker")
+
+    async def scenario():
+        from pgqueuer import PgQueuer
+        from pgqueuer.errors import RetryRequested
+
+        from worker.main import LOST_CLAIM_RECHECK, register_entrypoints
+
+        entrypoints = {QueueEntrypoint("render"): EntrypointExecutionParameter(concurrency_limit=0)}
+        connections = [await asyncpg.connect(**_asyncpg_params(worker_dsn)) for _ in range(2)]
+        pool = AsyncConnectionPool(worker_dsn, min_size=1, max_size=3, kwargs={"autocommit": True}, open=False)
+        await pool.open()
+        try:
+            queue_a, queue_b = [Queries.from_asyncpg_connection(c) for c in connections]
+            rendering, superseded = asyncio.Event(), threading.Event()
+            loop = asyncio.get_running_loop()
+
+            def renderer(*args, **kwargs):
+                loop.call_soon_threadsafe(rendering.set)
+                assert superseded.wait(timeout=30)
+
+            pgq = PgQueuer.from_asyncpg_connection(connections[0])
+            control = JobControl(pool)
+            register_entrypoints(pgq, control, WorkerSettings(dsn=worker_dsn, media_root=media_root,
+                                                              renderer=renderer))
+            handler = pgq.qm.entrypoint_registry["render"].parameters.func
+
+            async def dequeue(queue):
+                return await queue.dequeue(batch_size=1, entrypoints=entrypoints, queue_manager_id=uuid.uuid4(),
+                                           global_concurrency_limit=None, heartbeat_timeout=timedelta(seconds=1))
+
+            [entry] = await dequeue(queue_a)
+            handled = asyncio.create_task(handler(entry))
+            await asyncio.wait_for(rendering.wait(), 30)
+            await asyncio.sleep(1.5)  # nothing heartbeats the entry: it goes stale
+            [taken_over] = await dequeue(queue_b)
+            claim_b = await control.claim(job_id)
+            superseded.set()
+            with pytest.raises(RetryRequested) as retry:
+                await handled
+            assert retry.value.delay == LOST_CLAIM_RECHECK
+            await queue_a.retry_job(entry, retry.value.delay, None)  # what pgqueuer does with it
+            state = admin.execute("select status::text, execute_after > now() + interval '9 minutes' as later "
+                                  "from pgqueuer where id = %s", (entry.id,)).fetchone()
+            assert state == {"status": "queued", "later": True}  # still there: B's safety net
+            await control.complete(claim_b, f"/media/{job_id}.mp4")
+            await queue_b.log_jobs([(taken_over, "successful", None)])
+        finally:
+            await pool.close()
+            for conn in connections:
+                await conn.close()
+
+    run_async(scenario)
+    row = job_row(admin, uid, job_id)
+    assert (row["status"], row["attempts"]) == ("completed", 2)
+    assert admin.execute("select count(*) as n from pgqueuer where dedupe_key = %s",
+                         (f"render:{job_id}",)).fetchone()["n"] == 0
+    assert movements(admin, job_id) == ["render"]
+
+
 class LineReader:
     """Collects a worker process's output lines as they come, without blocking the test."""
 

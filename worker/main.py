@@ -50,6 +50,8 @@ PLAN_SIZES = [(720, 1280), (1080, 1920), (2160, 3840)]
 # name server paths and internals, and goes to the log instead.
 RETRYING_MESSAGE = "Render failed; retrying."
 FAILED_MESSAGE = "Render failed — we refunded your credit."
+# A worker that lost its job leaves the shared queue entry due again this much later.
+LOST_CLAIM_RECHECK = timedelta(minutes=10)
 # A render's scratch directory (worker/render.py makes them in MEDIA_ROOT) untouched this
 # long belongs to no running render: a render that was SIGKILLed left it behind.
 STALE_SCRATCH_SECONDS = 3600
@@ -111,11 +113,19 @@ async def _after_failure(control: JobControl, settings: WorkerSettings, job: Cla
             log.error("job %s failed for good after %d attempts; credit refunded", job.id, job.attempts)
             return
     except LostClaim as lost:
-        log.warning("%s; another worker owns it now, stopping", lost)
-        return
+        _stand_down(lost)
     except Exception as second:  # noqa: BLE001 - the entry is re-delivered instead
         log.warning("job %s: could not record the failure (%s); re-delivering", job.id, second)
     raise RetryRequested(delay=delay, reason=f"{type(error).__name__}: {error}"[:500]) from error
+
+
+def _stand_down(lost: LostClaim) -> None:
+    """Stop working on a job another worker now holds. That worker was handed this same
+    queue entry, and returning would delete it from under it (pgqueuer logs the entry
+    done); so it is put back with a long delay instead, a safety net that the holder's
+    completion removes and that, if the holder dies too, re-delivers the job."""
+    log.warning("%s; another worker owns it now, stopping", lost)
+    raise RetryRequested(delay=LOST_CLAIM_RECHECK, reason=str(lost))
 
 
 def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSettings) -> None:
@@ -147,8 +157,7 @@ def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSet
             url = await render_job(control.bound(job), settings, job)
             await control.complete(job, url)
         except LostClaim as lost:
-            log.warning("%s; another worker owns it now, stopping", lost)
-            return
+            _stand_down(lost)
         except Exception as error:  # noqa: BLE001 - every failure is retried or reported
             await _after_failure(control, settings, job, error)
             return
