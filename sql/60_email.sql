@@ -103,7 +103,8 @@ grant execute on function app.request_password_reset(text, inet) to sg_app;
 
 /**
  * The worker's first step for a queued mail: who it goes to and what it says, with a
- * fresh single-use link token for verify/reset mails (48 h / 1 h). No row once sent.
+ * fresh single-use link token for verify/reset mails (48 h / 1 h). No row once sent or
+ * canceled.
  */
 create or replace function app.claim_email(email_id uuid)
 returns table (kind text, address text, full_name text, data jsonb, token text)
@@ -116,7 +117,7 @@ declare
   new_token text;
 begin
   update public.email_outbox o set attempts = o.attempts + 1
-   where o.id = email_id and o.sent_at is null
+   where o.id = email_id and o.sent_at is null and o.canceled_at is null
   returning o.* into mail;
   if not found then
     return;
@@ -160,6 +161,10 @@ begin
   if link.used_at is not null then
     raise exception 'This link has already been used.' using errcode = 'P0422';
   end if;
+  if link.revoked_at is not null then
+    raise exception 'This link is no longer valid: the password was changed after it was sent.'
+      using errcode = 'P0422';
+  end if;
   if link.expires_at <= now() then
     raise exception 'This link has expired. Ask for a new one.' using errcode = 'P0422';
   end if;
@@ -184,7 +189,8 @@ grant execute on function app.verify_email(bytea) to sg_app;
 
 /**
  * Sets a new password through a reset link (once, within the hour) and ends every
- * session: refresh tokens and browser sessions revoked, access tokens outdated.
+ * session: refresh tokens and browser sessions revoked, access tokens outdated, and
+ * the user's other reset links revoked (or, not sent yet, canceled).
  */
 create or replace function app.reset_password(token_hash bytea, new_password_hash text) returns uuid
 language plpgsql security definer
@@ -201,6 +207,7 @@ begin
      set password_hash = new_password_hash, session_version = u.session_version + 1, updated_at = now()
    where u.id = uid;
   perform app._end_sessions(uid);
+  perform app._end_reset_links(uid);
   return uid;
 end
 $$;

@@ -231,3 +231,64 @@ def test_one_receipt_however_often_stripe_delivers(app, smtp, deliver, connect):
     notices = inbox.to(email, "payment failed")
     assert len(notices) == 1 and "http://localhost/billing/portal" in notices[0].get_body(
         preferencelist=("plain",)).get_content()
+
+
+# -- reset links end with the password they were sent for (issue 15, item 2) -------------
+
+def reset_links(connect, user_id) -> list[str]:
+    """Sends the user's queued reset mails the way the worker does (app.claim_email as
+    sg_worker) and returns their link tokens, oldest first."""
+    admin, worker = connect("postgres"), connect("sg_worker")
+    queued = admin.execute("select id from email_outbox where user_id = %s and kind = 'reset' and sent_at is null "
+                           "order by created_at", (user_id,)).fetchall()
+    tokens = []
+    for row in queued:
+        claimed = worker.execute("select * from app.claim_email(%s)", (row["id"],)).fetchone()
+        if claimed is not None:
+            worker.execute("select app.finish_email(%s)", (row["id"],))
+            tokens.append(claimed["token"])
+    return tokens
+
+
+def test_a_reset_ends_every_other_reset_link(app, connect):
+    """An older link used to reset the password again after the owner had reset it."""
+    client = client_with_own_ip(app)
+    email = unique_email("twolinks")
+    user_id = api_signup(client, email=email)["user"]["id"]
+    for _ in range(2):
+        assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    first, second = reset_links(connect, user_id)
+    assert client.post("/v1/auth/password/reset",
+                       json={"token": second, "new_password": "owner-picked-this-1"}).status_code == 200
+    stale = client.post("/v1/auth/password/reset", json={"token": first, "new_password": "thief-picked-this-2"})
+    assert stale.status_code == 422 and "no longer valid" in stale.get_json()["detail"]
+    assert client.post("/v1/auth/login", json={"email": email, "password": "owner-picked-this-1"}).status_code == 200
+
+
+def test_a_password_change_ends_outstanding_reset_links(app, connect):
+    client = client_with_own_ip(app)
+    email = unique_email("changed")
+    tokens = api_signup(client, email=email)
+    assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    [link] = reset_links(connect, tokens["user"]["id"])
+    assert client.post("/v1/auth/password", headers=bearer(tokens["access_token"]),
+                       json={"current_password": STRONG_PASSWORD,
+                             "new_password": "owner-changed-it-3"}).status_code == 200
+    stale = client.post("/v1/auth/password/reset", json={"token": link, "new_password": "thief-picked-this-4"})
+    assert stale.status_code == 422 and "no longer valid" in stale.get_json()["detail"]
+
+
+def test_a_reset_mail_still_queued_at_the_reset_is_never_sent(app, connect):
+    """A request made before the reset would otherwise mint a live link afterwards."""
+    client = client_with_own_ip(app)
+    email = unique_email("queued")
+    user_id = api_signup(client, email=email)["user"]["id"]
+    assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    [link] = reset_links(connect, user_id)
+    assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    assert client.post("/v1/auth/password/reset",
+                       json={"token": link, "new_password": "owner-picked-this-5"}).status_code == 200
+    assert reset_links(connect, user_id) == []
+    row = connect("postgres").execute("select sent_at, canceled_at from email_outbox where user_id = %s "
+                                      "and kind = 'reset' order by created_at desc limit 1", (user_id,)).fetchone()
+    assert row["sent_at"] is None and row["canceled_at"] is not None
