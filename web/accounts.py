@@ -35,7 +35,9 @@ class Account:
 
 
 def normalise_email(email: str) -> str:
-    """The address as stored (domain lower-cased, Unicode normalised); ApiError 422 if invalid."""
+    """The one form of an address that every email input goes through (signup, sign-in,
+    password reset, and whatever else takes an address): email_validator's normalised form,
+    as stored at signup (domain lower-cased and in Unicode, NFC). ApiError 422 if invalid."""
     try:
         return validate_email(email, check_deliverability=False).normalized
     except EmailNotValidError as error:
@@ -70,10 +72,11 @@ def login(email: str, password: str, client_ip: str | None) -> VerifiedLogin:
 
     The caller finishes the login in a transaction of its own (`finish_login`, or
     app.login_succeeded_with_refresh_token for the API). Raises 401 (the same for
-    unknown email and wrong password), 403 for a disabled account, 429 when throttled.
+    unknown email and wrong password), 403 for a disabled account, 429 when throttled,
+    422 for something that is not an email address (no account can have it).
     The password is verified outside any transaction, so no connection waits on argon2.
     """
-    [attempt] = db.call("select * from app.login_attempt(%s, %s)", (email.strip(), client_ip))
+    [attempt] = db.call("select * from app.login_attempt(%s, %s)", (normalise_email(email), client_ip))
     if attempt["retry_after"] is not None:
         minutes = max(1, round(attempt["retry_after"] / 60))
         raise ApiError(429, f"Too many login attempts. Try again in about {minutes} minute(s).",
@@ -111,9 +114,10 @@ def client_ip(request) -> str | None:
 
 
 def request_password_reset(email: str, ip: str | None) -> None:
-    """Queue a reset mail if the account exists; 429 when this email or IP asked too often."""
+    """Queue a reset mail if the account exists; 429 when this email or IP asked too often,
+    422 when it is not an address at all."""
     with db.tx() as cur:
-        cur.execute("select app.request_password_reset(%s, %s) as retry_after", (email.strip(), ip))
+        cur.execute("select app.request_password_reset(%s, %s) as retry_after", (normalise_email(email), ip))
         retry_after = cur.fetchone()["retry_after"]
     if retry_after is not None:
         raise ApiError(429, "Too many reset requests. Try again later.", {"Retry-After": retry_after})

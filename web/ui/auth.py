@@ -72,7 +72,7 @@ def login():
                 account = accounts.finish_login(cur, verified)
                 _start_session(cur, account)
         except ApiError as error:
-            form.form_errors.append(error.detail)
+            _field_error(form, error)
             status, headers = error.status, error.headers
         else:
             flash("Welcome back!", "success")
