@@ -20,7 +20,7 @@ begin
       ('users', 'id'), ('subscriptions', 'user_id'), ('api_keys', 'user_id'),
       ('refresh_tokens', 'user_id'), ('jobs', 'user_id'), ('credit_ledger', 'user_id'),
       ('usage_logs', 'user_id'), ('browser_sessions', 'user_id'), ('email_tokens', 'user_id'),
-      ('email_outbox', 'user_id')
+      ('email_outbox', 'user_id'), ('refresh_families', 'user_id')
   loop
     execute format('alter table public.%I enable row level security', tenant_table);
     execute format('alter table public.%I force row level security', tenant_table);
@@ -82,6 +82,7 @@ grant update (full_name) on public.users to sg_app;
 grant select on public.subscriptions, public.jobs, public.credit_ledger, public.usage_logs to sg_app;
 grant select (id, user_id, name, prefix, created_at, last_used_at, revoked_at) on public.api_keys to sg_app;
 grant select (id, user_id, family_id, created_at, expires_at, revoked_at) on public.refresh_tokens to sg_app;
+grant select (id, user_id, created_at, revoked_at) on public.refresh_families to sg_app;
 grant select (id, user_id, created_at, expires_at, revoked_at) on public.browser_sessions to sg_app;
 grant select (id, user_id, kind, created_at, sent_at) on public.email_outbox to sg_app;
 
@@ -93,6 +94,7 @@ grant select, insert, update, delete on
   public.email_outbox
   to sg_service;
 grant select, insert on public.credit_ledger to sg_service;
+grant select, insert, update, delete on public.refresh_families to sg_service;
 grant select, insert, update on public.credit_flow_days, public.reporting_rollups to sg_service;
 grant select, insert on public.pgqueuer to sg_service;
 grant usage on sequence public.pgqueuer_id_seq to sg_service;

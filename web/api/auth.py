@@ -1,7 +1,9 @@
 """/v1/auth: signup, login, token refresh, logout, me, password change."""
 from __future__ import annotations
 
-from flask import g, jsonify, request
+import time
+
+from flask import current_app, g, jsonify, request
 
 from .. import accounts, db, identity
 from ..accounts import Account
@@ -53,19 +55,28 @@ def login():
 
 @api.post("/auth/refresh")
 def refresh():
+    """Rotate a refresh token. A request that presents the token another request rotated
+    seconds ago (a second tab, a retry) gets the very same new pair: its tokens are signed
+    from the same claims, and the database confirms the refresh token by its hash."""
     body = json_body()
     presented = string_field(body, "refresh_token", max_length=4096)
     claims = identity.decode_token(presented, "refresh")
+    user_id, version = claims["sub"], claims["ver"]
+    refresh_jti, access_jti = identity.rotation_jtis(presented)
+    issued_at = int(time.time())
+    new_refresh, expires_at = identity.refresh_token(user_id, version, issued_at, refresh_jti)
     with db.tx() as cur:
-        # the new pair is signed before we know the session version is current; the
-        # database answer decides whether it is handed out
-        pair = identity.new_token_pair(claims["sub"], claims["ver"])
         cur.execute("select * from app.rotate_refresh_token(%s, %s, %s)",
-                    (identity.sha256(presented), identity.sha256(pair.refresh_token), identity.refresh_expiry()))
+                    (identity.sha256(presented), identity.sha256(new_refresh), expires_at))
         rotation = cur.fetchone()
-        if rotation["outcome"] != "rotated" or rotation["session_version"] != claims["ver"]:
-            account = None
-        else:
+        if rotation["outcome"] == "repeated":
+            issued_at = int(rotation["expires_at"].timestamp()) - current_app.config["REFRESH_TOKEN_TTL"]
+            new_refresh, expires_at = identity.refresh_token(user_id, version, issued_at, refresh_jti)
+        handed_out = (rotation["outcome"] in ("rotated", "repeated") and rotation["session_version"] == version
+                      and rotation["user_id"] == user_id
+                      and bytes(rotation["token_hash"]) == identity.sha256(new_refresh))
+        account = None
+        if handed_out:
             cur.execute("select * from app.me()")
             account = Account.from_row(cur.fetchone())
     # outside the transaction: a reused token's family revocation has been committed
@@ -73,16 +84,21 @@ def refresh():
         if rotation["outcome"] == "disabled":
             raise ApiError(403, "This account is disabled.")
         raise identity.unauthorized("Refresh token is invalid, expired or already used.")
+    pair = identity.token_pair(user_id, version, rotation["family_id"], new_refresh, expires_at, issued_at,
+                               access_jti)
     return _tokens_response(account, pair)
 
 
 @api.post("/auth/logout")
 @require_auth
 def logout():
+    """Ends the caller's session (its access tokens stop at once) and the presented refresh
+    token's session."""
     body = json_body()
     presented = string_field(body, "refresh_token", max_length=4096)
+    session_id = getattr(g.identity, "session_id", None)  # API keys belong to no session
     with user_tx() as cur:
-        cur.execute("select app.revoke_refresh_token(%s)", (identity.sha256(presented),))
+        cur.execute("select app.revoke_refresh_token(%s, %s)", (identity.sha256(presented), session_id))
     return "", 204
 
 
