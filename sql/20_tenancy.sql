@@ -49,6 +49,11 @@ alter table public.login_attempts force row level security;
 drop policy if exists "service functions reach every row" on public.login_attempts;
 create policy "service functions reach every row" on public.login_attempts for all to sg_service
   using (true) with check (true);
+alter table public.trusted_devices enable row level security;
+alter table public.trusted_devices force row level security;
+drop policy if exists "service functions reach every row" on public.trusted_devices;
+create policy "service functions reach every row" on public.trusted_devices for all to sg_service
+  using (true) with check (true);
 -- Stripe events and the reporting roll-ups: written by sg_service functions
 -- (app.receive_stripe_event, app.roll_up_reporting), read by the reporting views.
 do $$
@@ -94,7 +99,7 @@ grant select, insert, update, delete on
   public.email_outbox
   to sg_service;
 grant select, insert on public.credit_ledger to sg_service;
-grant select, insert, update, delete on public.refresh_families to sg_service;
+grant select, insert, update, delete on public.refresh_families, public.trusted_devices to sg_service;
 grant select, insert, update on public.credit_flow_days, public.reporting_rollups to sg_service;
 grant select, insert on public.pgqueuer to sg_service;
 grant usage on sequence public.pgqueuer_id_seq to sg_service;

@@ -7,9 +7,12 @@ set local role sg_service;
  * Creates a user with the free plan and its signup grant of credits, in the caller's
  * transaction, and makes the new user current for the rest of it (so the caller can
  * store its first tokens). Email uniqueness ignores letter case; a duplicate raises
- * P0409 whatever the race. Runs as sg_service because the new user is nobody's tenant yet.
+ * P0409 whatever the race. With `client_ip`, the signup counts against the client's
+ * network and is refused with P0429 over its limit (app._count_signup). Runs as
+ * sg_service because the new user is nobody's tenant yet.
  */
-create or replace function app.signup(email text, password_hash text, full_name text default null)
+create or replace function app.signup(email text, password_hash text, full_name text default null,
+                                      client_ip inet default null)
 returns app.account
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
@@ -30,6 +33,8 @@ begin
     raise exception 'full_name must be at most 200 characters' using errcode = 'P0422';
   end if;
 
+  perform app._count_signup(email, client_ip);
+
   begin
     insert into public.users as u (email, password_hash, full_name)
     values (email, password_hash, nullif(btrim(full_name), ''))
@@ -49,4 +54,4 @@ begin
           'free', balance, new_user.created_at, new_user.session_version)::app.account;
 end
 $$;
-grant execute on function app.signup(text, text, text) to sg_app;
+grant execute on function app.signup(text, text, text, inet) to sg_app;

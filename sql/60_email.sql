@@ -32,7 +32,8 @@ $$;
 
 /**
  * Sends the current user another verification mail: P0409 when already verified,
- * P0429 after 3 resends in the last hour (the signup mail does not count).
+ * P0429 after 3 resends in the last hour (the signup mail does not count) or 5
+ * verification mails to the address in the last day (the signup mail counts).
  */
 create or replace function app.resend_verification() returns void
 language plpgsql security definer
@@ -41,16 +42,22 @@ as $$
 declare
   uid uuid := app.require_user_id();
   recent integer;
+  today integer;
 begin
   if (select u.is_verified from public.users u where u.id = uid) then
     raise exception 'Your email address is already verified.' using errcode = 'P0409';
   end if;
   perform 1 from public.users u where u.id = uid for update;  -- one resend decision at a time
-  select count(*) into recent from public.email_outbox o
-   where o.user_id = uid and o.kind = 'verify' and o.dedupe_key not like 'verify:signup:%'
-     and o.created_at > now() - interval '1 hour';
+  select count(*) filter (where o.dedupe_key not like 'verify:signup:%' and o.created_at > now() - interval '1 hour'),
+         count(*)
+    into recent, today
+    from public.email_outbox o
+   where o.user_id = uid and o.kind = 'verify' and o.created_at > now() - interval '1 day';
   if recent >= 3 then
     raise exception 'Too many verification emails; try again within the hour.' using errcode = 'P0429';
+  end if;
+  if today >= 5 then
+    raise exception 'Too many verification emails today; try again tomorrow.' using errcode = 'P0429';
   end if;
   perform app._queue_email(uid, 'verify', 'verify:' || gen_random_uuid());
 end
@@ -58,9 +65,10 @@ $$;
 grant execute on function app.resend_verification() to sg_app;
 
 /**
- * Applies the password-reset throttle (per email and per IP, shared with login's table)
- * and, for an existing active account, queues a reset mail. Does the same work whether
- * or not the account exists; the answer is only retry_after (null unless throttled).
+ * Applies the password-reset throttle (per email: 3 an hour and 5 a day; per IP: 20 an
+ * hour; shared with login's table) and, for an existing active account, queues a reset
+ * mail. Does the same work whether or not the account exists; the answer is only
+ * retry_after (null unless throttled).
  */
 create or replace function app.request_password_reset(email text, client_ip inet)
 returns integer
@@ -73,19 +81,27 @@ declare
   window_start constant timestamptz := now() - interval '1 hour';
   oldest timestamptz;
   per_email integer;
+  oldest_today timestamptz;
+  per_email_today integer;
   per_ip integer := 0;
   attempt bigint;
   owner uuid;
 begin
   perform pg_advisory_xact_lock(hashtextextended('reset-email:' || normalised, 0));
-  select count(*), min(a.attempted_at) into per_email, oldest from public.login_attempts a
-   where a.kind = 'reset' and lower(a.email) = normalised and a.attempted_at > window_start;
+  select count(*) filter (where a.attempted_at > window_start), min(a.attempted_at) filter (where a.attempted_at > window_start),
+         count(*), min(a.attempted_at)
+    into per_email, oldest, per_email_today, oldest_today
+    from public.login_attempts a
+   where a.kind = 'reset' and lower(a.email) = normalised and a.attempted_at > now() - interval '1 day';
   if client_ip is not null then
     select count(*) into per_ip from public.login_attempts a
      where a.kind = 'reset' and a.client_ip = client_ip and a.attempted_at > window_start;
   end if;
   if per_email >= 3 then
     return greatest(1, ceil(extract(epoch from oldest + interval '1 hour' - now()))::integer);
+  end if;
+  if per_email_today >= 5 then
+    return greatest(1, ceil(extract(epoch from oldest_today + interval '1 day' - now()))::integer);
   end if;
   if per_ip >= 20 then
     return 3600;

@@ -182,7 +182,7 @@ def test_password_changed_during_login_refuses_it(api, connect, monkeypatch):
     assert response.status_code == 401 and "access_token" not in response.get_json()
     counts = admin.execute(
         "select (select count(*) from refresh_tokens where user_id = %s) as tokens, "
-        "(select count(*) from login_attempts where lower(email) = lower(%s)) as failures",
+        "(select count(*) from login_attempts where kind = 'login' and lower(email) = lower(%s)) as failures",
         (user_id, email)).fetchone()
     assert counts == {"tokens": 1, "failures": 1}  # the one token is signup's
 

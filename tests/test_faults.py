@@ -18,7 +18,7 @@ from web import create_app
 from web.config import role_dsn
 from web.migrate import migrate
 
-from .conftest import PASSWORD_HASH, api_signup, bearer, client_with_own_ip, throwaway_database
+from .conftest import PASSWORD_HASH, api_signup, bearer, client_with_own_ip, throwaway_database, verify
 from .stripe_fakes import LiveServer
 from .stripe_payloads import MONTH, checkout_completed, invoice_paid, payment_failed, signed, subscription_event
 
@@ -34,6 +34,7 @@ def test_connections_killed_under_load_give_503_then_recover(database_dsn, conne
     try:
         tokens = api_signup(client_with_own_ip(app))
         uid = tokens["user"]["id"]
+        verify(admin, uid)  # an unconfirmed address spends only one credit
         # enough that the run never meets a 402: a fast machine makes well over 1,000 here
         admin.execute("select app.grant_credits(%s, %s, 'admin_grant', %s)", (uid, CREDITS - 5, f"fault:{uid}"))
         auth = bearer(tokens["access_token"])

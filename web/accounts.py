@@ -2,9 +2,11 @@
 the SQL functions, and raises ApiError for the client."""
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from uuid import UUID
 
+import psycopg
 from email_validator import EmailNotValidError, validate_email
 from . import db, passwords
 from .errors import ApiError
@@ -50,12 +52,25 @@ def check_new_password(password: str, *context: str | None) -> None:
         raise ApiError(422, f"password: {problem}", field="password")
 
 
-def signup(cur, email: str, password: str, full_name: str | None) -> Account:
-    """Create the account in the caller's transaction; it becomes the current user."""
+def signup(cur, email: str, password: str, full_name: str | None, client_ip: str | None = None) -> Account:
+    """Create the account in the caller's transaction; it becomes the current user.
+    With `client_ip`, the signup counts against the client's network: 429 + Retry-After
+    over the limit."""
     email = normalise_email(email)
     check_new_password(password, email, full_name)
-    cur.execute("select * from app.signup(%s, %s, %s)", (email, passwords.hash_password(password), full_name))
+    try:
+        cur.execute("select * from app.signup(%s, %s, %s, %s)",
+                    (email, passwords.hash_password(password), full_name, client_ip))
+    except psycopg.Error as error:
+        if error.sqlstate == "P0429":  # the DETAIL is the seconds to wait
+            raise ApiError(429, error.diag.message_primary, {"Retry-After": error.diag.message_detail}) from None
+        raise
     return Account.from_row(cur.fetchone())
+
+
+# A device that signed in keeps a random token (a cookie, or the API's device_token); a
+# client presents at most this many, one per account it signed in to.
+MAX_DEVICE_TOKENS = 5
 
 
 @dataclass(frozen=True)
@@ -65,9 +80,13 @@ class VerifiedLogin:
     user_id: UUID
     session_version: int
     new_hash: str | None  # set when the stored hash needs rehashing
+    # the device token that now vouches for this client: the one it presented when that
+    # was a known device of the account, else a new one (stored by the finishing call)
+    device_token: str
+    new_device_hash: bytes | None
 
 
-def login(email: str, password: str, client_ip: str | None) -> VerifiedLogin:
+def login(email: str, password: str, client_ip: str | None, device_tokens: list[str] = ()) -> VerifiedLogin:
     """Check a login attempt against the throttle and the stored hash.
 
     The caller finishes the login in a transaction of its own (`finish_login`, or
@@ -75,8 +94,12 @@ def login(email: str, password: str, client_ip: str | None) -> VerifiedLogin:
     unknown email and wrong password), 403 for a disabled account, 429 when throttled,
     422 for something that is not an email address (no account can have it).
     The password is verified outside any transaction, so no connection waits on argon2.
+    `device_tokens` are the client's device tokens: one of this account's makes the
+    client a known device, which strangers' failures cannot throttle.
     """
-    [attempt] = db.call("select * from app.login_attempt(%s, %s)", (normalise_email(email), client_ip))
+    presented = {sha256(token): token for token in list(device_tokens)[:MAX_DEVICE_TOKENS]}
+    [attempt] = db.call("select * from app.login_attempt(%s, %s, %s)",
+                        (normalise_email(email), client_ip, list(presented) or None))
     if attempt["retry_after"] is not None:
         minutes = max(1, round(attempt["retry_after"] / 60))
         raise ApiError(429, f"Too many login attempts. Try again in about {minutes} minute(s).",
@@ -86,13 +109,24 @@ def login(email: str, password: str, client_ip: str | None) -> VerifiedLogin:
     if not attempt["is_active"]:
         raise ApiError(403, "This account is disabled.")
     new_hash = passwords.hash_password(password) if passwords.needs_rehash(attempt["password_hash"]) else None
-    return VerifiedLogin(attempt["attempt_id"], attempt["user_id"], attempt["session_version"], new_hash)
+    device_token, new_device_hash = _device_token(attempt, presented)
+    return VerifiedLogin(attempt["attempt_id"], attempt["user_id"], attempt["session_version"], new_hash,
+                         device_token, new_device_hash)
+
+
+def _device_token(attempt: dict, presented: dict[bytes, str]) -> tuple[str, bytes | None]:
+    """(token, hash to store): the known device's own token, or a new one to remember."""
+    if attempt["device_id"] is not None:
+        return presented[bytes(attempt["device_hash"])], None
+    token = secrets.token_urlsafe(32)
+    return token, sha256(token)
 
 
 def finish_login(cur, verified: VerifiedLogin) -> Account:
     """Record the successful login in the caller's transaction; the user becomes current."""
-    cur.execute("select * from app.login_succeeded(%s, %s, %s, %s)",
-                (verified.attempt_id, verified.user_id, verified.session_version, verified.new_hash))
+    cur.execute("select * from app.login_succeeded(%s, %s, %s, %s, %s)",
+                (verified.attempt_id, verified.user_id, verified.session_version, verified.new_hash,
+                 verified.new_device_hash))
     return Account.from_row(cur.fetchone())
 
 

@@ -38,7 +38,12 @@ SCHEMAS = {
                          password={"type": "string", "minLength": 8, "maxLength": 128},
                          full_name={"type": ["string", "null"], "maxLength": 200}),
     "LoginRequest": obj(["email", "password"], email={"type": "string", "maxLength": 254},
-                        password={"type": "string", "maxLength": 1024}),
+                        password={"type": "string", "maxLength": 1024},
+                        device_token={"type": "string", "minLength": 1, "maxLength": 200,
+                                      "description": "from an earlier sign-in on this device: other clients' "
+                                                     "failed attempts never throttle it"}),
+    "SignedIn": {"allOf": [ref("TokenPair"), obj(["device_token"], device_token={
+        "type": "string", "description": "keep it and send it with the next sign-in from this device"})]},
     "RefreshRequest": obj(["refresh_token"], refresh_token={"type": "string", "maxLength": 4096}),
     "PasswordChange": obj(["current_password", "new_password"],
                           current_password={"type": "string", "maxLength": 1024},
@@ -123,9 +128,10 @@ def path_id(name: str) -> dict:
 
 
 PATHS = {
-    "/v1/auth/signup": {"post": operation("Create an account (free plan, 5 credits)", 201, ref("TokenPair"), [409],
+    "/v1/auth/signup": {"post": operation("Create an account (free plan, 5 credits; 5 signups an hour per client "
+                                          "network)", 201, ref("TokenPair"), [409, 429],
                                           body="SignupRequest", auth=False, tag="auth")},
-    "/v1/auth/login": {"post": operation("Sign in", 200, ref("TokenPair"), [401, 403, 429], body="LoginRequest",
+    "/v1/auth/login": {"post": operation("Sign in", 200, ref("SignedIn"), [401, 403, 429], body="LoginRequest",
                                          auth=False, tag="auth")},
     "/v1/auth/refresh": {"post": operation("Rotate a refresh token into a new pair", 200, ref("TokenPair"),
                                            [401, 403], body="RefreshRequest", auth=False, tag="auth")},

@@ -17,9 +17,9 @@ def user_tx():
     return db.tx(identity=g.identity)
 
 
-def _tokens_response(account: Account, pair: identity.TokenPair, status: int = 200):
+def _tokens_response(account: Account, pair: identity.TokenPair, status: int = 200, **extra):
     response = jsonify(access_token=pair.access_token, refresh_token=pair.refresh_token,
-                       token_type="bearer", expires_in=pair.expires_in, user=account.public())
+                       token_type="bearer", expires_in=pair.expires_in, user=account.public(), **extra)
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -32,7 +32,7 @@ def signup():
     password = string_field(body, "password")
     full_name = string_field(body, "full_name", required=False, max_length=200, strip=True) or None
     with db.tx() as cur:
-        account = accounts.signup(cur, email, password, full_name)
+        account = accounts.signup(cur, email, password, full_name, accounts.client_ip(request))
         pair = identity.new_token_pair(account.id, account.session_version)
         identity.store_new_refresh_token(cur, pair)
     return _tokens_response(account, pair, 201)
@@ -40,17 +40,21 @@ def signup():
 
 @api.post("/auth/login")
 def login():
+    """Sign in. `device_token` (from an earlier sign-in's answer) marks a known device,
+    which other clients' failed attempts never throttle; the answer carries the token to
+    keep for next time."""
     body = json_body()
     email = string_field(body, "email", max_length=254)
     password = string_field(body, "password", max_length=1024)
-    verified = accounts.login(email, password, accounts.client_ip(request))
+    device_token = string_field(body, "device_token", required=False, min_length=1, max_length=200)
+    verified = accounts.login(email, password, accounts.client_ip(request), [device_token] if device_token else [])
     # signed with the session version the attempt read; the call below refuses the login
     # if a password change has moved it on since
     pair = identity.new_token_pair(verified.user_id, verified.session_version)
-    [row] = db.call("select * from app.login_succeeded_with_refresh_token(%s, %s, %s, %s, %s, %s, %s)",
+    [row] = db.call("select * from app.login_succeeded_with_refresh_token(%s, %s, %s, %s, %s, %s, %s, %s)",
                     (verified.attempt_id, verified.user_id, verified.session_version, verified.new_hash,
-                     *identity.new_refresh_token_family(pair)))
-    return _tokens_response(Account.from_row(row), pair)
+                     *identity.new_refresh_token_family(pair), verified.new_device_hash))
+    return _tokens_response(Account.from_row(row), pair, device_token=verified.device_token)
 
 
 @api.post("/auth/refresh")

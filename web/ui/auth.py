@@ -13,6 +13,28 @@ from ..errors import ApiError
 from . import SessionUser, is_safe_next, ui
 from .forms import ChangePasswordForm, LoginForm, LogoutForm, SignupForm
 
+# How long a browser stays a known device of the accounts that signed in on it.
+DEVICE_COOKIE_SECONDS = 365 * 24 * 3600
+
+
+def _device_cookie_name() -> str:
+    # __Host- cookies must be Secure, host-only and Path=/ (as the session cookie)
+    return "__Host-sg_device" if current_app.config["SESSION_COOKIE_SECURE"] else "sg_device"
+
+
+def _device_tokens() -> list[str]:
+    """The device tokens this browser holds (one per account that signed in on it)."""
+    value = request.cookies.get(_device_cookie_name(), "")
+    return [token for token in value.split(".") if 0 < len(token) <= 200][:accounts.MAX_DEVICE_TOKENS]
+
+
+def _remember_device(response, token: str) -> None:
+    """Keep `token` first in the browser's device cookie (OWASP's device cookie)."""
+    tokens = [token] + [t for t in _device_tokens() if t != token]
+    response.set_cookie(_device_cookie_name(), ".".join(tokens[:accounts.MAX_DEVICE_TOKENS]),
+                        max_age=DEVICE_COOKIE_SECONDS, path="/", httponly=True, samesite="Lax",
+                        secure=current_app.config["SESSION_COOKIE_SECURE"])
+
 
 def _start_session(cur, account: Account) -> None:
     """A fresh server-side session for the current user of `cur`'s transaction; the old
@@ -39,21 +61,22 @@ def signup():
     if current_user.is_authenticated:
         return redirect(url_for("ui.dashboard"))
     form = SignupForm()
-    status = 200
+    status, headers = 200, {}
     if form.validate_on_submit():
         try:
             with db.tx() as cur:
-                account = accounts.signup(cur, form.email.data, form.password.data, form.full_name.data or None)
+                account = accounts.signup(cur, form.email.data, form.password.data, form.full_name.data or None,
+                                          accounts.client_ip(request))
                 _start_session(cur, account)
         except ApiError as error:
             _field_error(form, error)
-            status = error.status
+            status, headers = error.status, error.headers
         else:
             flash(f"Account created! You have {account.credits_remaining} free credits.", "success")
             return redirect(url_for("ui.dashboard"))
     elif form.is_submitted():
         status = 422
-    return render_template("auth/signup.html", form=form), status
+    return render_template("auth/signup.html", form=form), status, headers
 
 
 @ui.route("/login", methods=["GET", "POST"])
@@ -67,7 +90,8 @@ def login():
     headers = {}
     if form.validate_on_submit():
         try:
-            verified = accounts.login(form.email.data, form.password.data, accounts.client_ip(request))
+            verified = accounts.login(form.email.data, form.password.data, accounts.client_ip(request),
+                                      _device_tokens())
             with db.tx() as cur:
                 account = accounts.finish_login(cur, verified)
                 _start_session(cur, account)
@@ -76,7 +100,9 @@ def login():
             status, headers = error.status, error.headers
         else:
             flash("Welcome back!", "success")
-            return redirect(destination)
+            response = redirect(destination)
+            _remember_device(response, verified.device_token)
+            return response
     elif form.is_submitted():
         status = 422
     return render_template("auth/login.html", form=form, next=next_url if is_safe_next(next_url) else None), \
