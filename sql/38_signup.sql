@@ -32,6 +32,10 @@ begin
   if full_name is not null and length(full_name) > 200 then
     raise exception 'full_name must be at most 200 characters' using errcode = 'P0422';
   end if;
+  -- the name appears in mail headers: one line of printable text (users_full_name_one_printable_line)
+  if full_name ~ '[\u0001-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]' then
+    raise exception 'full_name must be one line of printable text' using errcode = 'P0422';
+  end if;
 
   perform app._count_signup(email, client_ip);
 

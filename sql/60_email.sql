@@ -119,8 +119,9 @@ grant execute on function app.request_password_reset(text, inet) to sg_app;
 
 /**
  * The worker's first step for a queued mail: who it goes to and what it says, with a
- * fresh single-use link token for verify/reset mails (48 h / 1 h). No row once sent or
- * canceled.
+ * fresh single-use link token for verify/reset mails (48 h / 1 h). No row once sent,
+ * canceled or failed. full_name is given only for a confirmed address: until then it
+ * is whatever whoever signed up with that address typed, and stays out of the mail.
  */
 create or replace function app.claim_email(email_id uuid)
 returns table (kind text, address text, full_name text, data jsonb, token text)
@@ -133,7 +134,7 @@ declare
   new_token text;
 begin
   update public.email_outbox o set attempts = o.attempts + 1
-   where o.id = email_id and o.sent_at is null and o.canceled_at is null
+   where o.id = email_id and o.sent_at is null and o.canceled_at is null and o.failed_at is null
   returning o.* into mail;
   if not found then
     return;
@@ -144,7 +145,7 @@ begin
     values (mail.user_id, mail.kind, sha256(convert_to(new_token, 'UTF8')),
             now() + case mail.kind when 'verify' then interval '48 hours' else interval '1 hour' end);
   end if;
-  return query select mail.kind, u.email, u.full_name, mail.data, new_token
+  return query select mail.kind, u.email, case when u.is_verified then u.full_name end, mail.data, new_token
                  from public.users u where u.id = mail.user_id;
 end
 $$;
@@ -160,6 +161,19 @@ as $$
    where o.id = email_id and o.sent_at is null
 $$;
 grant execute on function app.finish_email(uuid, text) to sg_worker;
+
+/**
+ * Records that a mail could not be built (a bug or bad data, not a network problem):
+ * it is never retried, and last_error says why.
+ */
+create or replace function app.fail_email(email_id uuid, error text) returns void
+language sql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update public.email_outbox o set failed_at = now(), last_error = fail_email.error
+   where o.id = email_id and o.sent_at is null
+$$;
+grant execute on function app.fail_email(uuid, text) to sg_worker;
 
 /** Checks and uses up a link token; P0422 with a message saying what is wrong with it. */
 create or replace function app._use_email_token(token_hash bytea, purpose text) returns uuid

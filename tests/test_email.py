@@ -292,3 +292,92 @@ def test_a_reset_mail_still_queued_at_the_reset_is_never_sent(app, connect):
     row = connect("postgres").execute("select sent_at, canceled_at from email_outbox where user_id = %s "
                                       "and kind = 'reset' order by created_at desc limit 1", (user_id,)).fetchone()
     assert row["sent_at"] is None and row["canceled_at"] is not None
+
+
+# -- mails are safe (issue 16, item 6) ------------------------------------------------------
+
+PHISHING_NAME = "Your account is locked! Re-enter your card at http://evil.example/login now"
+
+
+@pytest.mark.parametrize("name", ["Eve\r\nBcc: everyone@example.com", "Eve\nSmith", "Eve\x1b[31m", "Eve\u2028Smith",
+                                  "Eve\u202egnp.exe", "Eve\x85Smith", "Eve\ud800"])
+def test_a_name_must_be_one_line_of_printable_text(app, connect, name):
+    client = client_with_own_ip(app)
+    before = connect("postgres").execute("select count(*) as n from users").fetchone()["n"]
+    response = client.post("/v1/auth/signup", json={"email": unique_email("name"), "password": STRONG_PASSWORD,
+                                                    "full_name": name})
+    assert response.status_code == 422 and response.get_json()["detail"].startswith("full_name:")
+    assert connect("postgres").execute("select count(*) as n from users").fetchone()["n"] == before
+
+
+def test_the_signup_page_refuses_a_multi_line_name(app):
+    browser = client_with_own_ip(app)
+    page = browser.get("/signup").get_data(as_text=True)
+    response = browser.post("/signup", data={"csrf_token": csrf_token(page), "email": unique_email("pagename"),
+                                             "password": STRONG_PASSWORD, "full_name": "Eve\r\nBcc: x@example.com"})
+    assert response.status_code == 422 and 'class="field-error"' in response.get_data(as_text=True)
+
+
+def test_the_database_refuses_a_multi_line_name_from_the_web_role(connect, make_user):
+    """As sg_app: neither signup nor the one granted write (the profile name) stores one."""
+    import psycopg
+
+    from .conftest import PASSWORD_HASH, acting_as
+
+    web = connect("sg_app")
+    with pytest.raises(psycopg.Error) as refused:
+        with web.transaction():
+            web.execute("select app.signup(%s, %s, %s)", (unique_email("sqlname"), PASSWORD_HASH, "Eve\r\nBcc: x"))
+    assert refused.value.sqlstate == "P0422"
+    user = make_user()
+    with pytest.raises(psycopg.errors.CheckViolation):
+        with acting_as(web, user):
+            web.execute("update users set full_name = %s where id = %s", ("Eve\nBcc: x", user))
+
+
+def test_mails_do_not_echo_an_unconfirmed_name(app, smtp, deliver):
+    """Anyone can sign up with someone else's address and a 'name' written as a message."""
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("victim")
+    api_signup(client, email=email, full_name=PHISHING_NAME)
+    deliver()
+    [mail] = inbox.to(email, "Confirm your email")
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert "evil.example" not in text and "evil.example" not in html and "evil.example" not in str(mail["To"])
+    assert mail["To"].addresses[0].addr_spec == email and mail["To"].addresses[0].display_name == ""
+
+
+def test_a_confirmed_name_is_an_encoded_display_name_and_not_a_greeting(app, smtp, deliver, connect):
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("zoe")
+    name = 'Zoë "Z" O\'Brien, Jr. <boss@example.com>'
+    user = api_signup(client, email=email, full_name=name)
+    connect("postgres").execute("update users set is_verified = true where id = %s", (user["user"]["id"],))
+    assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    deliver()
+    [mail] = inbox.to(email, "Reset your")
+    [address] = mail["To"].addresses
+    assert (address.display_name, address.addr_spec) == (name, email)
+    assert "Zo" not in mail.get_body(preferencelist=("plain",)).get_content()
+
+
+def test_a_mail_that_cannot_be_built_fails_once_and_loudly(app, deliver, connect, caplog):
+    """It used to be retried for ever (each attempt failing the same way)."""
+    admin = connect("postgres")
+    user_id = api_signup(client_with_own_ip(app))["user"]["id"]
+    key = f"unbuildable:{user_id}"
+    # a kind no template exists for stands in for any mail that cannot be composed
+    assert admin.execute("select app._queue_email(%s, 'no_such_kind', %s) as q", (user_id, key)).fetchone()["q"]
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="worker"):
+        deliver()
+    assert time.monotonic() - started < 60
+    row = admin.execute("select attempts, sent_at, failed_at, last_error from email_outbox where dedupe_key = %s",
+                        (key,)).fetchone()
+    assert row["attempts"] == 1 and row["sent_at"] is None and row["failed_at"] is not None
+    assert "no_such_kind" in row["last_error"]
+    assert any("cannot be built" in record.getMessage() for record in caplog.records)
+    assert admin.execute("select count(*) as n from pgqueuer where entrypoint = 'send_email'").fetchone()["n"] == 0

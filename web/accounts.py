@@ -3,6 +3,7 @@ the SQL functions, and raises ApiError for the client."""
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -46,6 +47,21 @@ def normalise_email(email: str) -> str:
         raise ApiError(422, f"email: {error}", field="email") from None
 
 
+# Bidirectional embedding, override and isolate controls: they reorder what a reader sees.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` is not one line of printable text (it goes into mail headers), or None.
+    Refused: control characters (CR, LF, NUL, ESC, C1 controls such as NEL), line and
+    paragraph separators, bidi overrides, and lone surrogates; other format characters
+    (the zero-width joiners some scripts need) are allowed."""
+    for character in name:
+        if unicodedata.category(character) in ("Cc", "Cs", "Zl", "Zp") or character in _BIDI_CONTROLS:
+            return "must be one line of printable text (no line breaks or control characters)"
+    return None
+
+
 def check_new_password(password: str, *context: str | None) -> None:
     problem = passwords.password_problem(password, [c for c in context if c])
     if problem:
@@ -57,6 +73,8 @@ def signup(cur, email: str, password: str, full_name: str | None, client_ip: str
     With `client_ip`, the signup counts against the client's network: 429 + Retry-After
     over the limit."""
     email = normalise_email(email)
+    if full_name and (problem := name_problem(full_name)):
+        raise ApiError(422, f"full_name: {problem}", field="full_name")
     check_new_password(password, email, full_name)
     try:
         cur.execute("select * from app.signup(%s, %s, %s, %s)",

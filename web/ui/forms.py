@@ -4,15 +4,24 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import EmailField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, ValidationError
+
+from ..accounts import name_problem
 
 from ..jobs import PLATFORM_NAMES
+
+
+def one_printable_line(form, field) -> None:
+    """A name goes into mail headers: one line of printable text."""
+    problem = name_problem(field.data or "")
+    if problem:
+        raise ValidationError(problem[0].upper() + problem[1:] + ".")
 
 
 class SignupForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=128)])
-    full_name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
+    full_name = StringField("Name (optional)", validators=[Optional(), Length(max=200), one_printable_line])
 
 
 class LoginForm(FlaskForm):
