@@ -49,11 +49,19 @@ alter table public.login_attempts force row level security;
 drop policy if exists "service functions reach every row" on public.login_attempts;
 create policy "service functions reach every row" on public.login_attempts for all to sg_service
   using (true) with check (true);
-alter table public.trusted_devices enable row level security;
-alter table public.trusted_devices force row level security;
-drop policy if exists "service functions reach every row" on public.trusted_devices;
-create policy "service functions reach every row" on public.trusted_devices for all to sg_service
-  using (true) with check (true);
+do $$
+declare
+  private_table text;
+begin
+  foreach private_table in array array['trusted_devices', 'two_factor', 'recovery_codes', 'login_challenges'] loop
+    execute format('alter table public.%I enable row level security', private_table);
+    execute format('alter table public.%I force row level security', private_table);
+    execute format('drop policy if exists "service functions reach every row" on public.%I', private_table);
+    execute format('create policy "service functions reach every row" on public.%I for all to sg_service '
+                   'using (true) with check (true)', private_table);
+  end loop;
+end
+$$;
 -- Stripe events and the reporting roll-ups: written by sg_service functions
 -- (app.receive_stripe_event, app.roll_up_reporting), read by the reporting views.
 do $$
@@ -99,7 +107,8 @@ grant select, insert, update, delete on
   public.email_outbox
   to sg_service;
 grant select, insert on public.credit_ledger to sg_service;
-grant select, insert, update, delete on public.refresh_families, public.trusted_devices to sg_service;
+grant select, insert, update, delete on public.refresh_families, public.trusted_devices, public.two_factor,
+  public.recovery_codes, public.login_challenges to sg_service;
 grant select, insert, update on public.credit_flow_days, public.reporting_rollups to sg_service;
 grant select, insert on public.pgqueuer to sg_service;
 grant usage on sequence public.pgqueuer_id_seq to sg_service;

@@ -15,8 +15,10 @@ set local role sg_service;
  * not throttled, records the attempt (it counts as a failure until app.login_succeeded
  * deletes it) and returns the stored hash to verify. `device_hashes` are the SHA-256s of
  * the device tokens the client holds; one that belongs to this account makes it a known
- * device (device_id, and device_hash says which token), judged on its own failures only. Throttled (see the header) means
- * retry_after is the seconds until the window frees a slot, and nothing is recorded.
+ * device (device_id, and device_hash says which token), judged on its own failures
+ * only. Throttled (see the header) means retry_after is the seconds until the window
+ * frees a slot, and nothing is recorded. two_factor says the sign-in needs a second
+ * factor (sql/37_two_factor.sql) before it can finish.
  * user_id/password_hash are null for an unknown email (the caller still verifies against
  * a dummy hash, so both cases take the same time). session_version lets the caller sign
  * the new tokens before it finishes the login. `email` is expected in the normalised
@@ -24,7 +26,7 @@ set local role sg_service;
  */
 create or replace function app.login_attempt(email text, client_ip inet, device_hashes bytea[] default null)
 returns table (attempt_id bigint, retry_after integer, user_id uuid, password_hash text, is_active boolean,
-               session_version integer, device_id uuid, device_hash bytea)
+               session_version integer, device_id uuid, device_hash bytea, two_factor boolean)
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
@@ -47,8 +49,10 @@ begin
     perform pg_advisory_xact_lock(hashtextextended('login-ip:' || host(client_ip), 0));
   end if;
 
-  select u.id, u.password_hash, u.is_active, u.session_version, u.last_login into account
-    from public.users u where lower(u.email) = normalised;
+  select u.id, u.password_hash, u.is_active, u.session_version, u.last_login, f.enabled_at is not null as two_factor
+    into account
+    from public.users u left join public.two_factor f on f.user_id = u.id
+   where lower(u.email) = normalised;
   if account.id is not null and device_hashes is not null then
     select d.id, d.token_hash into device, known_hash from public.trusted_devices d
      where d.token_hash = any(device_hashes[1:5]) and d.user_id = account.id and d.expires_at > now()
@@ -82,7 +86,7 @@ begin
   end if;
   if wait_until is not null then
     return query select null::bigint, greatest(1, ceil(extract(epoch from wait_until - now()))::integer),
-                        null::uuid, null::text, null::boolean, null::integer, null::uuid, null::bytea;
+                        null::uuid, null::text, null::boolean, null::integer, null::uuid, null::bytea, null::boolean;
     return;
   end if;
 
@@ -90,26 +94,26 @@ begin
   values (normalised, client_ip, account.id, device)
   returning a.id into attempt;
   return query select attempt, null::integer, account.id, account.password_hash, account.is_active,
-                      account.session_version, device, known_hash;
+                      account.session_version, device, known_hash, coalesce(account.two_factor, false);
 end
 $$;
 grant execute on function app.login_attempt(text, inet, bytea[]) to sg_app;
 
 /**
- * Second half of a successful login: deletes the attempt, stamps last_login (which
- * resets the email's throttle) and the account's last_active_at, stores a rehash when
- * the parameters changed (an argon2id hash, nothing else), remembers the device
- * (`new_device_hash`, when the attempt came from no known device) or refreshes the known
- * one, and makes the user current for the rest of the transaction. Only for a fresh
- * attempt that login_attempt recorded for this very account, and only while the
+ * Finishes a sign-in whose factors all checked out: deletes the attempt, stamps
+ * last_login (which resets the email's throttle) and the account's last_active_at, stores
+ * a rehash when the parameters changed (an argon2id hash, nothing else), remembers the
+ * device (`new_device_hash`, when the attempt came from no known device) or refreshes
+ * the known one, and makes the user current for the rest of the transaction. Only for a
+ * fresh attempt that login_attempt recorded for this very account, and only while the
  * account's session_version is still the one login_attempt returned: a password changed
- * in between may have made the verified password the old one.
+ * in between may have made the verified password the old one. Called by
+ * app.login_succeeded and app.finish_two_factor_login, never by the web role directly.
  */
-create or replace function app.login_succeeded(attempt_id bigint, user_id uuid, session_version integer,
-                                               new_password_hash text default null,
-                                               new_device_hash bytea default null)
+create or replace function app._finish_login(attempt_id bigint, user_id uuid, session_version integer,
+                                             new_password_hash text, new_device_hash bytea)
 returns app.account
-language plpgsql security definer
+language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
@@ -141,6 +145,27 @@ begin
   end if;
   perform set_config('app.user_id', user_id::text, true);
   return app.account_of(user_id);
+end
+$$;
+
+/**
+ * Second half of a successful one-factor login (see app._finish_login). An account with
+ * two-factor sign-in on is refused (P0401): its sign-in finishes through
+ * app.finish_two_factor_login, with a code.
+ */
+create or replace function app.login_succeeded(attempt_id bigint, user_id uuid, session_version integer,
+                                               new_password_hash text default null,
+                                               new_device_hash bytea default null)
+returns app.account
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+begin
+  if exists (select 1 from public.two_factor f where f.user_id = user_id and f.enabled_at is not null) then
+    raise exception 'This account signs in with a second factor.' using errcode = 'P0401';
+  end if;
+  return app._finish_login(attempt_id, user_id, session_version, new_password_hash, new_device_hash);
 end
 $$;
 grant execute on function app.login_succeeded(bigint, uuid, integer, text, bytea) to sg_app;

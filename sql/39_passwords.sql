@@ -28,8 +28,8 @@ grant execute on function app._end_reset_links(uuid) to sg_service;
 /**
  * Sets the current user's password and ends every session issued before: refresh
  * tokens and browser sessions are revoked, and the bumped session_version rejects
- * outstanding access tokens; outstanding reset links end too. Returns the new
- * session_version.
+ * outstanding access tokens; outstanding reset links end too, and a mail tells the
+ * address. Returns the new session_version.
  */
 create or replace function app.change_password(new_password_hash text) returns integer
 language plpgsql security definer
@@ -48,6 +48,7 @@ begin
   returning u.session_version into version;
   perform app._end_sessions(uid);
   perform app._end_reset_links(uid);
+  perform app._queue_email(uid, 'password_changed', 'password_changed:' || uid || ':' || version);
   return version;
 end
 $$;

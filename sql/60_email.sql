@@ -30,6 +30,9 @@ begin
 end
 $$;
 
+-- app.change_password (owned by sg_owner) tells the address when the password changes
+grant execute on function app._queue_email(uuid, text, text, jsonb) to sg_owner;
+
 /**
  * Sends the current user another verification mail: P0409 when already verified,
  * P0429 after 3 resends in the last hour (the signup mail does not count) or 5
@@ -220,7 +223,8 @@ grant execute on function app.verify_email(bytea) to sg_app;
 /**
  * Sets a new password through a reset link (once, within the hour) and ends every
  * session: refresh tokens and browser sessions revoked, access tokens outdated, and
- * the user's other reset links revoked (or, not sent yet, canceled).
+ * the user's other reset links revoked (or, not sent yet, canceled). A mail tells the
+ * address.
  */
 create or replace function app.reset_password(token_hash bytea, new_password_hash text) returns uuid
 language plpgsql security definer
@@ -238,6 +242,7 @@ begin
    where u.id = uid;
   perform app._end_sessions(uid);
   perform app._end_reset_links(uid);
+  perform app._queue_email(uid, 'password_changed', 'password_changed:' || uid || ':' || gen_random_uuid());
   return uid;
 end
 $$;

@@ -381,3 +381,17 @@ def test_a_mail_that_cannot_be_built_fails_once_and_loudly(app, deliver, connect
     assert "no_such_kind" in row["last_error"]
     assert any("cannot be built" in record.getMessage() for record in caplog.records)
     assert admin.execute("select count(*) as n from pgqueuer where entrypoint = 'send_email'").fetchone()["n"] == 0
+
+
+@pytest.mark.parametrize("kind, says", [("two_factor_enabled", "is now on"), ("two_factor_disabled", "is now off"),
+                                        ("password_changed", "has just been changed")])
+def test_security_notices_are_composed_from_their_templates(kind, says):
+    from worker.mail import MailSettings, compose
+
+    settings = MailSettings(smtp_url=None, mail_from="Story Genius <hello@storygenius.test>",
+                            app_url="http://localhost", outbox=None)
+    message = compose(settings, kind, "erin@bücher.de", "Erin", {}, None)
+    assert message["To"].addresses[0].addr_spec == "erin@xn--bcher-kva.de"
+    for part in ("plain", "html"):
+        body = message.get_body(preferencelist=(part,)).get_content()
+        assert says in body and "http://localhost/forgot" in body and "Erin" not in body

@@ -102,6 +102,8 @@ class VerifiedLogin:
     # was a known device of the account, else a new one (stored by the finishing call)
     device_token: str
     new_device_hash: bytes | None
+    # the account signs in with a second factor: finish through web/two_factor.py
+    two_factor: bool = False
 
 
 def login(email: str, password: str, client_ip: str | None, device_tokens: list[str] = ()) -> VerifiedLogin:
@@ -129,7 +131,7 @@ def login(email: str, password: str, client_ip: str | None, device_tokens: list[
     new_hash = passwords.hash_password(password) if passwords.needs_rehash(attempt["password_hash"]) else None
     device_token, new_device_hash = _device_token(attempt, presented)
     return VerifiedLogin(attempt["attempt_id"], attempt["user_id"], attempt["session_version"], new_hash,
-                         device_token, new_device_hash)
+                         device_token, new_device_hash, attempt["two_factor"])
 
 
 def _device_token(attempt: dict, presented: dict[bytes, str]) -> tuple[str, bytes | None]:

@@ -29,6 +29,9 @@ SUBJECTS = {
     "reset": "Reset your Story Genius password",
     "receipt": "Your Story Genius receipt",
     "payment_failed": "Your Story Genius payment failed",
+    "two_factor_enabled": "Two-factor sign-in is on for your Story Genius account",
+    "two_factor_disabled": "Two-factor sign-in is off for your Story Genius account",
+    "password_changed": "Your Story Genius password was changed",
 }
 LINK_PATHS = {"verify": "/verify", "reset": "/reset"}
 

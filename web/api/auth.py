@@ -5,7 +5,7 @@ import time
 
 from flask import current_app, g, jsonify, request
 
-from .. import accounts, db, identity
+from .. import accounts, db, identity, two_factor
 from ..accounts import Account
 from ..errors import ApiError
 from . import api, require_auth
@@ -48,6 +48,13 @@ def login():
     password = string_field(body, "password", max_length=1024)
     device_token = string_field(body, "device_token", required=False, min_length=1, max_length=200)
     verified = accounts.login(email, password, accounts.client_ip(request), [device_token] if device_token else [])
+    if verified.two_factor:
+        challenge, expires_in = two_factor.start_login(verified)
+        response = jsonify(two_factor_required=True, challenge_token=challenge, expires_in=expires_in,
+                           device_token=verified.device_token)
+        response.status_code = 202
+        response.headers["Cache-Control"] = "no-store"
+        return response
     # signed with the session version the attempt read; the call below refuses the login
     # if a password change has moved it on since
     pair = identity.new_token_pair(verified.user_id, verified.session_version)
@@ -55,6 +62,62 @@ def login():
                     (verified.attempt_id, verified.user_id, verified.session_version, verified.new_hash,
                      *identity.new_refresh_token_family(pair), verified.new_device_hash))
     return _tokens_response(Account.from_row(row), pair, device_token=verified.device_token)
+
+
+@api.post("/auth/login/2fa")
+def login_second_factor():
+    """Second step of a sign-in with two-factor on: the challenge token from /auth/login and
+    a code from the authenticator app (or a recovery code)."""
+    body = json_body()
+    challenge = string_field(body, "challenge_token", min_length=1, max_length=200)
+    code = string_field(body, "code", min_length=1, max_length=50)
+    with db.tx() as cur:
+        account = two_factor.finish_login(cur, challenge, code)
+        if account is not None:
+            pair = identity.new_token_pair(account.id, account.session_version)
+            identity.store_new_refresh_token(cur, pair)
+    # outside the transaction: a wrong code's failure has been committed
+    if account is None:
+        raise identity.unauthorized(two_factor.WRONG_CODE)
+    return _tokens_response(account, pair)
+
+
+@api.post("/auth/2fa/setup")
+@require_auth
+def two_factor_setup():
+    """Start enrolment: a new secret for the authenticator app (as text and otpauth URI)."""
+    with user_tx() as cur:
+        cur.execute("select * from app.me()")
+        secret, uri = two_factor.begin(cur, Account.from_row(cur.fetchone()).email)
+    response = jsonify(secret=secret, otpauth_uri=uri)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@api.post("/auth/2fa/enable")
+@require_auth
+def two_factor_enable():
+    """Finish enrolment with the password and a code; the ten recovery codes, shown once."""
+    body = json_body()
+    password = string_field(body, "password", max_length=1024)
+    code = string_field(body, "code", min_length=1, max_length=50)
+    with user_tx() as cur:
+        codes = two_factor.enable(cur, password, code)
+    response = jsonify(recovery_codes=codes)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@api.post("/auth/2fa/disable")
+@require_auth
+def two_factor_disable():
+    """Turn two-factor sign-in off with the password and a code (or a recovery code)."""
+    body = json_body()
+    password = string_field(body, "password", max_length=1024)
+    code = string_field(body, "code", min_length=1, max_length=50)
+    with user_tx() as cur:
+        two_factor.disable(cur, password, code)
+    return jsonify(detail="Two-factor sign-in is off.")
 
 
 @api.post("/auth/refresh")

@@ -36,6 +36,19 @@ class ChangePasswordForm(FlaskForm):
                             validators=[DataRequired(), EqualTo("new_password", "The passwords do not match.")])
 
 
+class TwoFactorCodeForm(FlaskForm):
+    code = StringField("Code from your authenticator app (or a recovery code)",
+                       validators=[DataRequired(), Length(max=50)],
+                       render_kw={"inputmode": "numeric", "autocomplete": "one-time-code"})
+
+
+class TwoFactorConfirmForm(FlaskForm):
+    """Turning two-factor sign-in on or off: the password and a code."""
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    code = StringField("Code from your authenticator app", validators=[DataRequired(), Length(max=50)],
+                       render_kw={"inputmode": "numeric", "autocomplete": "one-time-code"})
+
+
 class LogoutForm(FlaskForm):
     """Only the CSRF token: logging out is a POST."""
 
