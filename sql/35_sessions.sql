@@ -27,6 +27,23 @@ language sql stable
 as $$ select app.account_of(app.require_user_id()) $$;
 grant execute on function app.me() to sg_app;
 
+-- Signatures these functions had before access tokens named their session and rotation
+-- served concurrent retries. Dropped by name, so that a migrate that replaces functions in
+-- place (rather than rebuilding the schema) leaves no older overload callable: the old
+-- authenticate_access would accept a token whose session has ended.
+drop function if exists app.authenticate_access(uuid, integer);
+drop function if exists app.revoke_refresh_token(bytea);
+do $$
+begin
+  -- same arguments, new result columns: create or replace cannot change a result type
+  -- (null, so no drop, when there is no such function yet)
+  if pg_get_function_result(to_regprocedure('app.rotate_refresh_token(bytea, bytea, timestamptz)'))
+     not like '%expires_at%' then
+    drop function app.rotate_refresh_token(bytea, bytea, timestamptz);
+  end if;
+end
+$$;
+
 /**
  * Proves a request's access token is still good and makes its user current for the
  * transaction: the user exists, is active, has not ended all sessions since the token

@@ -10,6 +10,12 @@
 -- counted per client network: 5 an hour, 20 a day.
 set local role sg_service;
 
+-- Signatures from before known devices and two-factor sign-in (see sql/35_sessions.sql
+-- for why they are dropped by name): the old login_succeeded skipped the second factor.
+drop function if exists app.login_attempt(text, inet);
+drop function if exists app.login_succeeded(bigint, uuid, integer, text);
+drop function if exists app.login_succeeded_with_refresh_token(bigint, uuid, integer, text, uuid, bytea, timestamptz);
+
 /**
  * First half of a login: applies the throttle shared by every web process and, when
  * not throttled, records the attempt (it counts as a failure until app.login_succeeded

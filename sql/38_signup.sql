@@ -3,6 +3,10 @@
 -- Password hashing happens in the web process (argon2); only hashes reach the database.
 set local role sg_service;
 
+-- The signature from before signups were counted per client network (see
+-- sql/35_sessions.sql for why it is dropped by name).
+drop function if exists app.signup(text, text, text);
+
 /**
  * Creates a user with the free plan and its signup grant of credits, in the caller's
  * transaction, and makes the new user current for the rest of it (so the caller can
