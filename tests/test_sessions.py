@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import psycopg
-import pytest
 
 from .conftest import STRONG_PASSWORD, acting_as, api_signup, bearer, client_with_own_ip, unique_email, wait_for
 
