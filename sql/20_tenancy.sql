@@ -62,13 +62,15 @@ begin
   end loop;
 end
 $$;
--- Stripe events and the reporting roll-ups: written by sg_service functions
--- (app.receive_stripe_event, app.roll_up_reporting), read by the reporting views.
+-- Stripe events, re-read bookkeeping, reconciliation drift and the reporting roll-ups:
+-- written by sg_service functions (app.receive_stripe_event, app.apply_stripe_subscription,
+-- app.roll_up_reporting), read by the reporting views.
 do $$
 declare
   service_table text;
 begin
-  foreach service_table in array array['stripe_events', 'credit_flow_days', 'reporting_rollups'] loop
+  foreach service_table in array array['stripe_events', 'stripe_syncs', 'stripe_drift', 'credit_flow_days',
+                                          'reporting_rollups'] loop
     execute format('alter table public.%I enable row level security', service_table);
     execute format('alter table public.%I force row level security', service_table);
     execute format('drop policy if exists "service functions reach every row" on public.%I', service_table);
@@ -80,6 +82,13 @@ begin
   end loop;
 end
 $$;
+
+-- The webhook secrets: only sg_service's signature check reads them (no reporting policy).
+alter table public.stripe_webhook_secrets enable row level security;
+alter table public.stripe_webhook_secrets force row level security;
+drop policy if exists "service functions reach every row" on public.stripe_webhook_secrets;
+create policy "service functions reach every row" on public.stripe_webhook_secrets for select to sg_service
+  using (true);
 
 -- Table privileges: this file is their single source of truth, so start from nothing.
 revoke all on all tables in schema public from public, sg_app, sg_worker, sg_service, sg_reporting, sg_analyst;
@@ -109,14 +118,17 @@ grant select, insert, update, delete on
 grant select, insert on public.credit_ledger to sg_service;
 grant select, insert, update, delete on public.refresh_families, public.trusted_devices, public.two_factor,
   public.recovery_codes, public.login_challenges to sg_service;
-grant select, insert, update on public.credit_flow_days, public.reporting_rollups to sg_service;
+grant select, insert, update on public.credit_flow_days, public.reporting_rollups, public.stripe_syncs to sg_service;
+grant select, insert on public.stripe_drift to sg_service;
+grant select on public.stripe_webhook_secrets to sg_service;
 grant select, insert on public.pgqueuer to sg_service;
 grant usage on sequence public.pgqueuer_id_seq to sg_service;
 
 -- The reporting views' owner reads what the views aggregate; it can write nothing.
 grant usage on schema public to sg_reporting;
 grant select on public.users, public.subscriptions, public.plans, public.jobs, public.credit_ledger,
-  public.usage_logs, public.stripe_events, public.credit_flow_days, public.reporting_rollups
+  public.usage_logs, public.stripe_events, public.credit_flow_days, public.reporting_rollups,
+  public.stripe_drift
   to sg_reporting;
 
 -- The worker drives pgqueuer and nothing else directly.

@@ -144,7 +144,7 @@ grant execute on function app.spend_credit_and_create_job(text, text, jsonb) to 
 set local role sg_service;
 
 /**
- * The one way credits are added (signup, plan grants, renewals, admin). A repeated
+ * The one way credits are added (signup, plan grants and upgrades, renewals, admin). A repeated
  * idempotency_key is a no-op that reports granted = false and the current balance.
  * Not callable by the web process: it would let a request mint credits.
  */
@@ -162,8 +162,9 @@ begin
   if amount is null or amount not between 1 and 1000000 then
     raise exception 'amount must be from 1 to 1000000' using errcode = 'P0422';
   end if;
-  if reason is null or reason not in ('signup_grant', 'renewal', 'plan_grant', 'admin_grant') then
-    raise exception 'reason must be one of signup_grant, renewal, plan_grant, admin_grant' using errcode = 'P0422';
+  if reason is null or reason not in ('signup_grant', 'renewal', 'plan_grant', 'upgrade_grant', 'admin_grant') then
+    raise exception 'reason must be one of signup_grant, renewal, plan_grant, upgrade_grant, admin_grant'
+      using errcode = 'P0422';
   end if;
   if idempotency_key is null or length(idempotency_key) not between 1 and 200 then
     raise exception 'idempotency_key must be 1 to 200 characters' using errcode = 'P0422';

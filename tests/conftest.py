@@ -47,6 +47,31 @@ def database_dsn():
         yield dsn
 
 
+# Stripe signs webhooks with this in the tests; the database checks it (sql/51_stripe_events.sql)
+WEBHOOK_SECRET = "whsec_tests_" + "w" * 24
+
+
+@pytest.fixture(scope="session")
+def webhook_secret(database_dsn):
+    """The webhook signing secret, stored where `flask migrate` puts STRIPE_WEBHOOK_SECRET."""
+    with psycopg.connect(database_dsn, autocommit=True) as admin:
+        admin.execute("insert into stripe_webhook_secrets (secret) values (%s) on conflict do nothing",
+                      (WEBHOOK_SECRET,))
+    return WEBHOOK_SECRET
+
+
+@contextmanager
+def stripe_prices(admin: psycopg.Connection, prices: dict[str, str]):
+    """plans.stripe_price_id set to `prices` ({tier: price id}) for the block, then unset again."""
+    for tier, price in prices.items():
+        admin.execute("update plans set stripe_price_id = %s where tier = %s", (price, tier))
+    try:
+        yield prices
+    finally:
+        for tier in prices:
+            admin.execute("update plans set stripe_price_id = null where tier = %s", (tier,))
+
+
 @pytest.fixture(scope="session")
 def media_root(tmp_path_factory):
     """Where this session's workers write videos (shared with the app that serves them)."""

@@ -1,6 +1,7 @@
-"""Stripe stand-ins for tests: localstripe (a stateful fake Stripe API) started on loopback,
-and a small recording proxy in front of it that answers the three routes localstripe lacks
-(Checkout sessions, billing portal sessions, prices) and records what the stripe library sent."""
+"""Stripe stand-ins for tests: localstripe (a stateful fake Stripe API in the 2017 shape)
+started on loopback, and a small recording proxy in front of it that answers the routes
+localstripe lacks (Checkout sessions, billing portal sessions) and records what the stripe
+library sent. (Today's shapes are served by web/stripe_simulator.)"""
 from __future__ import annotations
 
 import json
@@ -75,6 +76,9 @@ class RecordingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 path = self.path.split("?")[0]
+                if path == "/v1/checkout/sessions" and self.command == "GET":
+                    return self._reply(200, json.dumps({"object": "list", "data": [], "has_more": False,
+                                                        "url": path}).encode())
                 if path.startswith(("/v1/checkout/sessions", "/v1/billing_portal/sessions")) and self.command == "POST":
                     form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
                     proxy.requests.append(Recorded(self.command, path, form, dict(self.headers)))

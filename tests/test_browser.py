@@ -1,5 +1,6 @@
-"""The seed's Day-7 checklist, walked in a real browser (Debian's Chromium, driven by
-Playwright) against a live gunicorn + render worker, with localstripe behind Stripe's API.
+"""The seed's Day-7 checklist and a plan's whole life, walked in a real browser (Debian's
+Chromium, driven by Playwright) against a live gunicorn + the worker, with the Stripe
+simulator behind Stripe's API (its hosted Checkout is the page the browser pays on).
 
 Screenshots of every step land in tests/artifacts/.
 """
@@ -11,19 +12,19 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .stripe_fakes import RecordingProxy, free_port, start_localstripe, wait_for_port
-from .stripe_payloads import checkout_completed, invoice_paid, signed
+from web.stripe_simulator import StripeSimulator
+
+from .billing_env import AMOUNTS, PRICES
+from .conftest import ledger_sum, stripe_prices
+from .stripe_fakes import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/lib/chromium/chromium"
-SECRET = "whsec_browser_" + "b" * 24
-PRICE = "price_browser_starter"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 
@@ -39,33 +40,35 @@ def browser_type_launch_args(browser_type_launch_args):
 
 
 @pytest.fixture(scope="module")
-def stack(database_dsn, media_root, connect):
-    """gunicorn + worker + localstripe (+ the proxy that plays Checkout), all on loopback."""
+def stack(database_dsn, media_root, connect, webhook_secret):
+    """gunicorn + worker + the Stripe simulator, all on loopback."""
     admin = connect("postgres")
     admin.execute("delete from pgqueuer")
-    admin.execute("update plans set stripe_price_id = %s where tier = 'starter'", (PRICE,))
-    localstripe, localstripe_url = start_localstripe()
-    proxy = RecordingProxy(localstripe_url).start()
+    sim = StripeSimulator()
+    sim_url = sim.start()
+    for tier, price in PRICES.items():
+        sim.ensure_price(price, unit_amount=AMOUNTS[tier], product_name=tier.title())
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    sim.add_webhook_endpoint(f"{base}/v1/billing/webhook", webhook_secret)
     outbox = media_root / "outbox"
     env = {**os.environ, "DATABASE_URL": database_dsn, "SECRET_KEY": "browser-" + "s" * 40, "BIND": f"127.0.0.1:{port}",
-           "WEB_CONCURRENCY": "2", "MEDIA_ROOT": str(media_root), "STRIPE_SECRET_KEY": "sk_test_browser",
-           "STRIPE_API_BASE": proxy.url, "STRIPE_WEBHOOK_SECRET": SECRET, "FRONTEND_URL": base, "APP_URL": base,
-           "MAIL_OUTBOX": str(outbox), "SMTP_URL": ""}
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "web/gunicorn_conf.py", "web:create_app()"],
-                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    yield {"base": base, "proxy": proxy, "outbox": outbox}
-    for process in (web, worker, localstripe):
-        process.terminate()
-    for process in (web, worker, localstripe):
-        process.wait(timeout=60)
-    proxy.stop()
-    admin.execute("update plans set stripe_price_id = null where tier = 'starter'")
+           "WEB_CONCURRENCY": "2", "MEDIA_ROOT": str(media_root), "BILLING_MODE": "stripe",
+           "STRIPE_SECRET_KEY": "sk_test_browser", "STRIPE_API_BASE": sim_url, "STRIPE_WEBHOOK_SECRET": webhook_secret,
+           "FRONTEND_URL": base, "APP_URL": base, "MAIL_OUTBOX": str(outbox), "SMTP_URL": ""}
+    with stripe_prices(admin, PRICES):
+        web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "web/gunicorn_conf.py", "web:create_app()"],
+                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(port)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        yield {"base": base, "sim": sim, "outbox": outbox, "admin": admin}
+        for process in (web, worker):
+            process.terminate()
+        for process in (web, worker):
+            process.wait(timeout=60)
+        sim.stop()
 
 
 def shot(page, name: str) -> None:
@@ -75,6 +78,19 @@ def shot(page, name: str) -> None:
 def fits_the_screen(page) -> bool:
     """No sideways scrolling: the page is no wider than the viewport."""
     return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+def on_billing_page(page, condition, timeout: float = 30) -> None:
+    """Reload /billing until `condition()` holds: a change made at Stripe reaches the page
+    once the worker has re-read the subscription (within a second or so)."""
+    deadline = time.time() + timeout
+    while True:
+        page.goto("/billing")
+        if condition():
+            return
+        if time.time() > deadline:
+            raise AssertionError(page.inner_text("main"))
+        time.sleep(0.3)
 
 
 def generate(page, topic: str) -> None:
@@ -157,28 +173,50 @@ def test_day_seven_checklist_in_a_browser(stack, browser, connect):
     assert page.locator("section.plan").count() == 4
     assert fits_the_screen(page)
     shot(page, "05-pricing")
-    before = len(stack["proxy"].requests)
+    sim = stack["sim"]
     page.click("section.plan[data-tier='starter'] button[type=submit]")
-    page.wait_for_url("https://checkout.stripe.test/**")
-    sent = stack["proxy"].requests[before].form
-    assert sent["line_items[0][price]"] == PRICE and sent["metadata[tier]"] == "starter"
-
-    # what Stripe sends once the customer pays
-    subscription = f"sub_browser_{time.time_ns()}"
-    for payload in (checkout_completed(sent["metadata[user_id]"], sent["customer"], subscription, "starter"),
-                    invoice_paid(sent["customer"], subscription, PRICE, int(time.time()))):
-        body, headers = signed(payload, SECRET)
-        request = urllib.request.Request(f"{base}/v1/billing/webhook", data=body, headers=headers)
-        with urllib.request.urlopen(request) as response:
-            assert response.status == 200
-    page.goto(sent["success_url"].replace("{CHECKOUT_SESSION_ID}", "cs_test"))
-    shot(page, "06-checkout-success")
-    page.goto("/billing")
-    assert "Starter" in page.inner_text("#plan-name")
-    assert page.inner_text("#credits-line").startswith("20 of")
+    page.wait_for_url(f"{sim.base_url}/checkout/**")  # the browser is at "Stripe" now
+    shot(page, "06-stripe-checkout")
+    page.click("button:text-is('Pay')")
+    page.wait_for_url(f"{base}/billing/success**")
+    shot(page, "07-checkout-success")
+    on_billing_page(page, lambda: "Starter" in page.inner_text("#plan-name"))  # the worker's re-read
+    assert page.inner_text("#credits-line") == "20 credits left · 25 granted this period"
     assert page.inner_text("#credits-badge").strip() == "20 credits"
     assert fits_the_screen(page)
-    shot(page, "07-billing-starter")
+    shot(page, "08-billing-starter")
+
+    # upgrade now (+80 credits once the prorated invoice is paid), downgrade and cancel at the
+    # period's end, then resume: one subscription at Stripe all along
+    page.goto("/pricing")
+    page.click("section.plan[data-tier='pro'] button[type=submit]")
+    page.wait_for_selector(".flash-success")
+    on_billing_page(page, lambda: "Pro" in page.inner_text("#plan-name") and
+                    page.inner_text("#credits-line").startswith("100 credits left"))
+    shot(page, "09-billing-pro")
+    page.goto("/pricing")
+    assert page.inner_text("section.plan[data-tier='starter'] button") == "Downgrade to Starter"
+    page.click("section.plan[data-tier='starter'] button[type=submit]")
+    on_billing_page(page, lambda: page.locator("#pending-change").count() == 1)
+    assert page.inner_text("#pending-change").startswith("Changes to Starter on ")
+    shot(page, "10-downgrade-scheduled")
+    page.click("#cancel")
+    on_billing_page(page, lambda: page.locator("#resume").count() == 1)
+    assert page.inner_text("#ends").endswith("(UTC), then Free")
+    shot(page, "11-cancel-scheduled")
+    page.click("#resume")
+    on_billing_page(page, lambda: page.locator("#renews").count() == 1)
+    assert "Pro" in page.inner_text("#plan-name")
+    statement = page.inner_text("#statement")
+    assert "Upgrade: the new plan's extra credits" in statement and "Plan credits" in statement
+    shot(page, "12-resumed")
+    admin = stack["admin"]
+    user_id = admin.execute("select id from users where email = %s", (email,)).fetchone()["id"]
+    customer = admin.execute("select stripe_customer_id from subscriptions where user_id = %s",
+                             (user_id,)).fetchone()["stripe_customer_id"]
+    subscriptions = [s for s in sim.objects["subscription"].values() if s["customer"] == customer]
+    assert len(subscriptions) == 1 and subscriptions[0]["status"] == "active"
+    assert ledger_sum(admin, user_id) == 100
 
     page.click("header form button")  # Logout
     page.wait_for_url(f"{base}/login")

@@ -9,11 +9,10 @@ from email import message_from_bytes, policy
 import pytest
 from aiosmtpd.controller import Controller
 
-from web import billing
 
-from .conftest import STRONG_PASSWORD, api_signup, bearer, client_with_own_ip, unique_email
+from .conftest import STRONG_PASSWORD, api_signup, bearer, client_with_own_ip, stripe_prices, unique_email
 from .stripe_fakes import free_port
-from .stripe_payloads import MONTH, event, payment_failed, signed
+from .stripe_payloads import invoice_paid, payment_failed, signed
 from .test_auth_ui import csrf_token, log_in
 from .test_worker import run_in_process
 from worker.render import render_short
@@ -201,7 +200,7 @@ def test_forgot_is_throttled_per_email(app):
     assert statuses == [202, 202, 202, 429]
 
 
-def test_one_receipt_however_often_stripe_delivers(app, smtp, deliver, connect):
+def test_one_receipt_however_often_stripe_delivers(app, smtp, deliver, connect, webhook_secret):
     _, inbox = smtp
     client = client_with_own_ip(app)
     email = unique_email("receipt")
@@ -210,19 +209,16 @@ def test_one_receipt_however_often_stripe_delivers(app, smtp, deliver, connect):
     admin.execute("update subscriptions set stripe_customer_id = 'cus_receipt_' || left(user_id::text, 8) "
                   "where user_id = %s", (user["user"]["id"],))
     customer = f"cus_receipt_{user['user']['id'][:8]}"
+    subscription = f"sub_r_{user['user']['id'][:8]}"
     now = int(time.time())
-    invoice = {"id": f"in_receipt_{now}", "object": "invoice", "customer": customer, "subscription": f"sub_r_{now}",
-               "billing_reason": "subscription_create", "amount_paid": 900,
-               "subscription_details": {"metadata": {"tier": "starter"}},
-               "lines": {"data": [{"price": {"id": "price_not_configured"}, "period": {"start": now, "end": now + MONTH}}]}}
-    paid = event("invoice.paid", invoice)
-    with app.app_context():
-        secret = billing.webhook_secret()
-    for payload in (paid, paid, paid, event("invoice.payment_succeeded", invoice)):
-        body, headers = signed(payload, secret)
-        assert client.post("/v1/billing/webhook", data=body, headers=headers).status_code == 200
-    body, headers = signed(payment_failed(customer, invoice["subscription"]), secret)
-    client.post("/v1/billing/webhook", data=body, headers=headers)
+    with stripe_prices(admin, {"starter": "price_receipt_starter"}):
+        paid = invoice_paid(customer, subscription, "price_receipt_starter", now, invoice_id=f"in_receipt_{now}")
+        again = {**paid, "id": f"evt_again_{now}", "type": "invoice.payment_succeeded"}
+        for payload in (paid, paid, paid, again):
+            body, headers = signed(payload, webhook_secret)
+            assert client.post("/v1/billing/webhook", data=body, headers=headers).status_code == 200
+        body, headers = signed(payment_failed(customer, subscription, "price_receipt_starter"), webhook_secret)
+        client.post("/v1/billing/webhook", data=body, headers=headers)
     deliver()
     receipts = inbox.to(email, "receipt")
     assert len(receipts) == 1

@@ -29,6 +29,17 @@ def count_cases():
     assert len(_cases) >= MINIMUM_CASES, len(_cases)
 
 
+@pytest.fixture(scope="module")
+def app(database_dsn, media_root, connect, webhook_secret):
+    """The app in local test mode, billing against a Stripe simulator (as `make run` does),
+    so the billing operations answer as they would for a real customer."""
+    from .billing_env import simulated_billing
+
+    with simulated_billing(database_dsn, media_root, connect("postgres"), webhook_secret,
+                           BILLING_MODE="test", STRIPE_SECRET_KEY="sk_test_simulator") as env:
+        yield env.app
+
+
 @pytest.fixture(scope="module", autouse=True)
 def fuzz_user(app, connect):
     """An Agency user with plenty of credits: every operation is open to it."""

@@ -41,19 +41,24 @@ def reporting_db():
                                      "metadata": {"user_id": str(users[0]), "tier": "starter"}}}},
                 {"id": "evt_report_invoice", "type": "invoice.paid", "created": now,
                  "data": {"object": {"id": "in_report", "customer": "cus_report", "subscription": "sub_report",
-                                     "billing_reason": "subscription_create", "amount_paid": 900,
+                                     "billing_reason": "subscription_create", "amount_paid": 900, "status": "paid",
                                      "lines": {"data": [{"price": {"id": "price_starter_report"},
                                                          "period": {"start": now, "end": now + 2592000}}]}}}},
                 # Stripe's second event for the same invoice: revenue counts it once
                 {"id": "evt_report_invoice_again", "type": "invoice.payment_succeeded", "created": now,
                  "data": {"object": {"id": "in_report", "customer": "cus_report", "subscription": "sub_report",
-                                     "billing_reason": "subscription_create", "amount_paid": 900,
+                                     "billing_reason": "subscription_create", "amount_paid": 900, "status": "paid",
                                      "lines": {"data": [{"price": {"id": "price_starter_report"},
                                                          "period": {"start": now, "end": now + 2592000}}]}}}},
             ]
             for event in events:
                 admin.execute("select app.record_stripe_event(%s, %s, %s)", (event["id"], event["type"], json.dumps(event)))
                 assert admin.execute("select app.apply_stripe_event(%s) as o", (event["id"],)).fetchone()["o"] == "applied"
+            # the worker's re-read of the subscription from Stripe sets the plan
+            admin.execute("select app.apply_stripe_subscription(%s, now())", (json.dumps(
+                {"id": "sub_report", "object": "subscription", "customer": "cus_report", "status": "active",
+                 "items": {"data": [{"price": {"id": "price_starter_report"}, "current_period_start": now,
+                                     "current_period_end": now + 2592000}]}}),))
             # user 1 makes two videos: one completes in 2 s, one fails (and is refunded)
             jobs = []
             for topic in ("finished topic", "failed topic"):

@@ -223,4 +223,4 @@ def test_the_worker_schedules_renewals_roll_ups_and_purges(database_dsn, media_r
     thread = threading.Thread(target=lambda: outcome.append(asyncio.run(scheduled())))
     thread.start()
     thread.join()
-    assert outcome == [{"renew_free_subscriptions", "roll_up_reporting", "purge_login_attempts"}]
+    assert outcome == [{"renew_free_subscriptions", "roll_up_reporting", "purge_login_attempts", "reconcile_stripe"}]

@@ -42,6 +42,19 @@ def _secure_defaults(app: Flask) -> None:
     )
 
 
+def _billing_mode(app: Flask) -> None:
+    """BILLING_MODE: `test` (the local Stripe simulator) by default only when no Stripe key
+    is set and the app is in development; production refuses to start in test mode, so a
+    deployment that lost its keys cannot hand out plans for simulated payments."""
+    development = app.debug or app.testing
+    mode = app.config.get("BILLING_MODE") or ("test" if development and not app.config.get("STRIPE_SECRET_KEY")
+                                              else "stripe")
+    if mode == "test" and not development:
+        raise RuntimeError("BILLING_MODE=test is for development only: production needs Stripe keys "
+                           "(STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET) and BILLING_MODE=stripe.")
+    app.config["BILLING_MODE"] = mode
+
+
 class _BrowserSessions(SecureCookieSessionInterface):
     """Cookie sessions for the browser pages only: the /v1 API authenticates with bearer
     tokens, so its requests neither read the session cookie nor pay to decode one."""
@@ -64,6 +77,7 @@ def create_app(test_config: dict | None = None) -> Flask:
                 if key not in test_config:
                     app.config[key] = config.role_dsn(test_config["DATABASE_URL"], role)
     _secure_defaults(app)
+    _billing_mode(app)
     app.session_interface = _BrowserSessions()
     if app.config["TRUSTED_PROXY_COUNT"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["TRUSTED_PROXY_COUNT"],

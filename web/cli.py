@@ -7,6 +7,7 @@ from datetime import datetime
 
 import click
 import psycopg
+import stripe
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from psycopg.rows import dict_row
@@ -92,6 +93,31 @@ def disable_user(email: str, enable: bool) -> None:
     click.echo(f"{'Enabled' if enable else 'Disabled'} {email}.")
 
 
+@click.command("sync-stripe")
+@with_appcontext
+@click.option("--customer", default=None, help="Only this Stripe customer (cus_…).")
+def sync_stripe(customer: str | None) -> None:
+    """Re-read every customer's subscriptions from Stripe and repair our copy (what changed
+    is recorded in reporting.stripe_drift). The worker runs this nightly; idempotent."""
+    from .config import role_dsn
+    from .stripe_sync import client, reconcile
+
+    stripe_client = client(current_app.config)
+    if stripe_client is None:
+        raise click.ClickException("Billing has no Stripe key (STRIPE_SECRET_KEY): nothing to compare with.")
+    # as the worker role, whose functions these are
+    dsn = current_app.config.get("WORKER_DATABASE_URL") or role_dsn(current_app.config["DATABASE_URL"], "sg_worker")
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            report = reconcile(conn, stripe_client, customer)
+    except stripe.StripeError as error:
+        raise click.ClickException(f"Stripe: {error}") from None
+    for line in report:
+        extra = f" (also live: {', '.join(line.extra)})" if line.extra else ""
+        click.echo(f"{line.customer}: {line.subscription or '-'}: {line.outcome}{extra}")
+    click.echo(f"{len(report)} customer(s) compared.")
+
+
 def init_app(app: Flask) -> None:
-    for command in (replay_stripe_events, create_user, grant_credits, disable_user):
+    for command in (replay_stripe_events, create_user, grant_credits, disable_user, sync_stripe):
         app.cli.add_command(command)

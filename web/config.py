@@ -83,6 +83,9 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
         raise ConfigError("STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set")
     for tier in ("STARTER", "PRO", "AGENCY"):
         _prefixed(env, f"STRIPE_PRICE_{tier}", "price_", "plan_")
+    billing_mode = env.get("BILLING_MODE") or None
+    if billing_mode not in (None, "test", "stripe"):
+        raise ConfigError(f"BILLING_MODE: must be test or stripe, got {billing_mode!r}")
     return {
         "DATABASE_URL": database_url,
         "APP_DATABASE_URL": _dsn("APP_DATABASE_URL", env.get("APP_DATABASE_URL")
@@ -97,7 +100,10 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
         "BROWSER_SESSION_TTL": 14 * 24 * 3600,
         # requests larger than this are refused with 413
         "MAX_CONTENT_LENGTH": 1024 * 1024,
-        # Stripe: without a secret key, billing runs in local test mode (simulated checkout)
+        # test: against the local Stripe simulator (development only); stripe: Stripe's API.
+        # Unset: test when no STRIPE_SECRET_KEY is given and the app is not in production
+        # (web/__init__.py decides, since it knows whether it is).
+        "BILLING_MODE": billing_mode,
         "STRIPE_SECRET_KEY": stripe_key,
         "STRIPE_PUBLISHABLE_KEY": _prefixed(env, "STRIPE_PUBLISHABLE_KEY", "pk_"),
         "STRIPE_WEBHOOK_SECRET": webhook_secret,

@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 # SQLSTATEs our functions raise on purpose (see sql/10_app.sql), and unique violations.
 STATUS_BY_SQLSTATE = {
+    "P0400": 400,
     "P0401": 401,
     "P0402": 402,
     "P0403": 403,

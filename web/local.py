@@ -1,8 +1,9 @@
 """`python -m web.local` (what `make run` starts): the whole service on one machine.
 
 Uses DATABASE_URL when set. Otherwise uses the Postgres on 127.0.0.1:5432 if one
-answers, or starts an embedded one (the pgserver wheel) under ./.data/pg. Then it
-migrates, and runs gunicorn on :8000 and the render worker until Ctrl-C.
+answers, or starts an embedded one (the pgserver wheel) under ./.data/pg. Without Stripe
+keys it starts the Stripe simulator (web/stripe_simulator, state in ./.data) and bills in
+test mode against it. Then it migrates, and runs gunicorn on :8000 and the worker until Ctrl-C.
 """
 from __future__ import annotations
 
@@ -61,26 +62,60 @@ def secret_key() -> str:
     sessions survive restarts and every gunicorn worker signs with the same key."""
     if os.environ.get("SECRET_KEY"):
         return os.environ["SECRET_KEY"]
-    path = DATA / "secret_key"
+    return _kept_secret("secret_key", lambda: secrets.token_urlsafe(48))
+
+
+# The local test mode's prices, created at the simulator and configured in `plans`
+SIMULATED_PRICES = {"starter": 900, "pro": 2900, "agency": 9900}
+
+
+def _kept_secret(name: str, make) -> str:
+    """A value generated once and kept in ./.data (so restarts keep sessions and state)."""
+    path = DATA / name
     if not path.exists():
         DATA.mkdir(exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
+        path.write_text(make())
         path.chmod(0o600)
     return path.read_text().strip()
 
 
+def stripe_simulator(bind: str) -> tuple[dict[str, str], subprocess.Popen | None]:
+    """Without STRIPE_SECRET_KEY: start the Stripe simulator on loopback (its state kept in
+    ./.data), and return the settings that make web, worker and migrate bill against it."""
+    if os.environ.get("STRIPE_SECRET_KEY"):
+        return {}, None
+    webhook_secret = _kept_secret("stripe_webhook_secret", lambda: "whsec_local_" + secrets.token_hex(24))
+    host, _, port = bind.rpartition(":")
+    prices = {tier: f"price_local_{tier}" for tier in SIMULATED_PRICES}
+    command = [sys.executable, "-m", "web.stripe_simulator", "--port", "0",
+               "--state-file", str(DATA / "stripe-simulator.json"),
+               "--webhook", f"http://{host or '127.0.0.1'}:{port}/v1/billing/webhook={webhook_secret}"]
+    command += [arg for tier, amount in SIMULATED_PRICES.items()
+                for arg in ("--price", f"{prices[tier]}:{amount}:{tier.title()}")]
+    simulator = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    base_url = simulator.stdout.readline().strip()
+    if not base_url.startswith("http://"):
+        raise SystemExit("The Stripe simulator did not start (see above).")
+    print(f"No Stripe keys: billing runs in test mode against the Stripe simulator at {base_url}")
+    settings = {"BILLING_MODE": "test", "STRIPE_SECRET_KEY": "sk_test_simulator", "STRIPE_API_BASE": base_url,
+                "STRIPE_WEBHOOK_SECRET": webhook_secret}
+    settings.update({f"STRIPE_PRICE_{tier.upper()}": price for tier, price in prices.items()})
+    return settings, simulator
+
+
 def main() -> None:
     dsn, server = database_url()
-    migrate(dsn)
+    bind = os.environ.get("BIND", "127.0.0.1:8000")
+    billing, simulator = stripe_simulator(bind)
+    migrate(dsn, {**os.environ, **billing})
     print("Database migrated.")
-    env = {**os.environ, "DATABASE_URL": dsn, "SECRET_KEY": secret_key(),
-           "BIND": os.environ.get("BIND", "127.0.0.1:8000"),
+    env = {**os.environ, **billing, "DATABASE_URL": dsn, "SECRET_KEY": secret_key(), "BIND": bind,
            "FLASK_DEBUG": os.environ.get("FLASK_DEBUG", "1")}
     children = [
         subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "web/gunicorn_conf.py", "web:create_app()"],
                          cwd=ROOT, env=env),
         subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env),
-    ]
+    ] + ([simulator] if simulator else [])
     print(f"Story Genius is running on http://{env['BIND']}  (Ctrl-C stops web, worker and database)")
     stopping = False
 

@@ -69,6 +69,28 @@ def _sync_stripe_prices(conn: psycopg.Connection, environ) -> None:
                 conn.execute("update plans set stripe_price_id = %s where tier = %s", (price, tier))
 
 
+def webhook_secrets(environ) -> list[str]:
+    """STRIPE_WEBHOOK_SECRET: one `whsec_…` secret, or several separated by commas while
+    one is being rotated (Stripe signs with each of an endpoint's live secrets)."""
+    return [part.strip() for part in (environ.get("STRIPE_WEBHOOK_SECRET") or "").split(",") if part.strip()]
+
+
+def _sync_webhook_secrets(conn: psycopg.Connection, environ) -> None:
+    """The webhook's signing secrets live in the database, where the signature is checked
+    (sql/51_stripe_events.sql): the web process never needs them. Set from
+    STRIPE_WEBHOOK_SECRET when it is given; left as they are when it is not."""
+    secrets = webhook_secrets(environ)
+    if not secrets:
+        return
+    with conn.transaction():
+        conn.execute("set local role sg_owner")
+        conn.execute("alter table stripe_webhook_secrets no force row level security")
+        conn.execute("delete from stripe_webhook_secrets where not (secret = any(%s))", (secrets,))
+        for secret in secrets:
+            conn.execute("insert into stripe_webhook_secrets (secret) values (%s) on conflict do nothing", (secret,))
+        conn.execute("alter table stripe_webhook_secrets force row level security")
+
+
 def migrate(dsn: str, environ=None) -> None:
     """Bring the database at `dsn` (an administrator's DSN) fully up to date."""
     environ = os.environ if environ is None else environ
@@ -89,6 +111,7 @@ def migrate(dsn: str, environ=None) -> None:
                     conn.execute(path.read_text())
                 conn.execute("reset role")
             _sync_stripe_prices(conn, environ)
+            _sync_webhook_secrets(conn, environ)
             _set_role_passwords(conn, environ)
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (_MIGRATE_LOCK_KEY,))

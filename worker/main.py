@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from web.config import from_env
 
 from . import h264
+from .billing import register_billing
 from .jobs import BadPayload, ClaimedJob, JobControl, job_id_from_payload
 from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
@@ -154,8 +155,9 @@ def register_mail(pgq: PgQueuer, pool: AsyncConnectionPool, settings: MailSettin
         log.info("mail %s (%s) sent", email_id, row["kind"])
 
 
-# Daily, in the small hours: free subscriptions whose month ended get their credits back.
-FREE_RENEWAL_CRON = "15 3 * * *"
+# Hourly: free subscriptions whose month ended get their credits back (an ended paid plan's
+# leftover credits expire within the hour of its period's end).
+FREE_RENEWAL_CRON = "15 * * * *"
 # Daily, just after a UTC day is over (and its ten-minute grace): sum it for the analysts.
 REPORTING_ROLLUP_CRON = "20 0 * * *"
 # Hourly: the login throttle's table keeps a day of attempts, not every one ever made.
@@ -216,6 +218,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None) -> AsyncIterat
         register_entrypoints(pgq, JobControl(pool), settings)
         register_schedules(pgq, pool)
         register_mail(pgq, pool, MailSettings.from_env())
+        register_billing(pgq, settings.dsn)
         yield pgq
     finally:
         await pool.close()

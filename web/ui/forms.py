@@ -62,9 +62,12 @@ class GenerateForm(FlaskForm):
                                     render_kw={"min": 15, "max": 60, "step": 1})
 
 
-class CheckoutForm(FlaskForm):
-    tier = SelectField("Plan", choices=[SelectChoice("starter", "Starter"), SelectChoice("pro", "Pro"),
-                                        SelectChoice("agency", "Agency")])
+class ChangePlanForm(FlaskForm):
+    """Move to a plan: Checkout from Free, otherwise a change of the live subscription
+    (Free = cancel at the period's end)."""
+
+    tier = SelectField("Plan", choices=[SelectChoice("free", "Free"), SelectChoice("starter", "Starter"),
+                                        SelectChoice("pro", "Pro"), SelectChoice("agency", "Agency")])
 
 
 class ForgotPasswordForm(FlaskForm):
