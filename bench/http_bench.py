@@ -96,6 +96,8 @@ def _tokens(base: str, dsn: str) -> list[str]:
         for n in range(USERS):
             body = _post(base + "/v1/auth/signup", {"email": f"bench-{n}@example.com", "password": "velvet-otter-42"})
             admin.execute("select app.grant_credits(%s, 1000000, 'admin_grant', %s)", (body["user"]["id"], f"bench:{n}"))
+            # a confirmed address: an unconfirmed one spends only one credit
+            admin.execute("update users set is_verified = true where id = %s", (body["user"]["id"],))
             tokens.append(body["access_token"])
     return tokens
 

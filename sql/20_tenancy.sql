@@ -20,7 +20,7 @@ begin
       ('users', 'id'), ('subscriptions', 'user_id'), ('api_keys', 'user_id'),
       ('refresh_tokens', 'user_id'), ('jobs', 'user_id'), ('credit_ledger', 'user_id'),
       ('usage_logs', 'user_id'), ('browser_sessions', 'user_id'), ('email_tokens', 'user_id'),
-      ('email_outbox', 'user_id')
+      ('email_outbox', 'user_id'), ('refresh_families', 'user_id')
   loop
     execute format('alter table public.%I enable row level security', tenant_table);
     execute format('alter table public.%I force row level security', tenant_table);
@@ -49,6 +49,19 @@ alter table public.login_attempts force row level security;
 drop policy if exists "service functions reach every row" on public.login_attempts;
 create policy "service functions reach every row" on public.login_attempts for all to sg_service
   using (true) with check (true);
+do $$
+declare
+  private_table text;
+begin
+  foreach private_table in array array['trusted_devices', 'two_factor', 'recovery_codes', 'login_challenges'] loop
+    execute format('alter table public.%I enable row level security', private_table);
+    execute format('alter table public.%I force row level security', private_table);
+    execute format('drop policy if exists "service functions reach every row" on public.%I', private_table);
+    execute format('create policy "service functions reach every row" on public.%I for all to sg_service '
+                   'using (true) with check (true)', private_table);
+  end loop;
+end
+$$;
 -- Stripe events, re-read bookkeeping, reconciliation drift and the reporting roll-ups:
 -- written by sg_service functions (app.receive_stripe_event, app.apply_stripe_subscription,
 -- app.roll_up_reporting), read by the reporting views.
@@ -91,6 +104,7 @@ grant update (full_name) on public.users to sg_app;
 grant select on public.subscriptions, public.jobs, public.credit_ledger, public.usage_logs to sg_app;
 grant select (id, user_id, name, prefix, created_at, last_used_at, revoked_at) on public.api_keys to sg_app;
 grant select (id, user_id, family_id, created_at, expires_at, revoked_at) on public.refresh_tokens to sg_app;
+grant select (id, user_id, created_at, revoked_at) on public.refresh_families to sg_app;
 grant select (id, user_id, created_at, expires_at, revoked_at) on public.browser_sessions to sg_app;
 grant select (id, user_id, kind, created_at, sent_at) on public.email_outbox to sg_app;
 
@@ -102,6 +116,8 @@ grant select, insert, update, delete on
   public.email_outbox
   to sg_service;
 grant select, insert on public.credit_ledger to sg_service;
+grant select, insert, update, delete on public.refresh_families, public.trusted_devices, public.two_factor,
+  public.recovery_codes, public.login_challenges to sg_service;
 grant select, insert, update on public.credit_flow_days, public.reporting_rollups, public.stripe_syncs to sg_service;
 grant select, insert on public.stripe_drift to sg_service;
 grant select on public.stripe_webhook_secrets to sg_service;

@@ -71,7 +71,8 @@ grant execute on function app.usage(integer) to sg_app;
  * the caller's transaction: the job row, the `render` ledger row, the usage row and the
  * pgqueuer entry commit together or not at all. The credit is taken by a single
  * UPDATE that cannot go below zero, so concurrent calls never overspend.
- * Raises P0402 (changing nothing) when the balance is zero, P0422 on bad input.
+ * Raises P0402 (changing nothing) when the balance is zero, P0403 when an unconfirmed
+ * address has already made its one video, P0422 on bad input.
  * SECURITY DEFINER so the web role needs no write grants; it runs as sg_owner,
  * which RLS still confines to the calling user.
  */
@@ -104,6 +105,17 @@ begin
   returning s.credits_remaining, s.tier into left_after, paid_tier;
   if not found then
     raise exception 'Insufficient credits. Please upgrade your plan.' using errcode = 'P0402';
+  end if;
+  -- An unconfirmed address may spend one credit (one video made: a refunded one does not
+  -- count), so signup credits cannot be farmed with throwaway addresses. The UPDATE above
+  -- holds the balance row, so a concurrent spend of this user counts this one's video.
+  if not (select u.is_verified from public.users u where u.id = uid) then
+    if exists (select 1 from public.credit_ledger l
+                where l.user_id = uid and l.reason = 'render'
+                  and not exists (select 1 from public.credit_ledger r where r.idempotency_key = 'refund:' || l.job_id))
+    then
+      raise exception 'Confirm your email address to use the rest of your credits.' using errcode = 'P0403';
+    end if;
   end if;
 
   insert into public.jobs (user_id, platform, topic, options, tier_at_creation)

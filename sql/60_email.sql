@@ -30,9 +30,13 @@ begin
 end
 $$;
 
+-- app.change_password (owned by sg_owner) tells the address when the password changes
+grant execute on function app._queue_email(uuid, text, text, jsonb) to sg_owner;
+
 /**
  * Sends the current user another verification mail: P0409 when already verified,
- * P0429 after 3 resends in the last hour (the signup mail does not count).
+ * P0429 after 3 resends in the last hour (the signup mail does not count) or 5
+ * verification mails to the address in the last day (the signup mail counts).
  */
 create or replace function app.resend_verification() returns void
 language plpgsql security definer
@@ -41,16 +45,22 @@ as $$
 declare
   uid uuid := app.require_user_id();
   recent integer;
+  today integer;
 begin
   if (select u.is_verified from public.users u where u.id = uid) then
     raise exception 'Your email address is already verified.' using errcode = 'P0409';
   end if;
   perform 1 from public.users u where u.id = uid for update;  -- one resend decision at a time
-  select count(*) into recent from public.email_outbox o
-   where o.user_id = uid and o.kind = 'verify' and o.dedupe_key not like 'verify:signup:%'
-     and o.created_at > now() - interval '1 hour';
+  select count(*) filter (where o.dedupe_key not like 'verify:signup:%' and o.created_at > now() - interval '1 hour'),
+         count(*)
+    into recent, today
+    from public.email_outbox o
+   where o.user_id = uid and o.kind = 'verify' and o.created_at > now() - interval '1 day';
   if recent >= 3 then
     raise exception 'Too many verification emails; try again within the hour.' using errcode = 'P0429';
+  end if;
+  if today >= 5 then
+    raise exception 'Too many verification emails today; try again tomorrow.' using errcode = 'P0429';
   end if;
   perform app._queue_email(uid, 'verify', 'verify:' || gen_random_uuid());
 end
@@ -58,9 +68,10 @@ $$;
 grant execute on function app.resend_verification() to sg_app;
 
 /**
- * Applies the password-reset throttle (per email and per IP, shared with login's table)
- * and, for an existing active account, queues a reset mail. Does the same work whether
- * or not the account exists; the answer is only retry_after (null unless throttled).
+ * Applies the password-reset throttle (per email: 3 an hour and 5 a day; per IP: 20 an
+ * hour; shared with login's table) and, for an existing active account, queues a reset
+ * mail. Does the same work whether or not the account exists; the answer is only
+ * retry_after (null unless throttled).
  */
 create or replace function app.request_password_reset(email text, client_ip inet)
 returns integer
@@ -73,19 +84,27 @@ declare
   window_start constant timestamptz := now() - interval '1 hour';
   oldest timestamptz;
   per_email integer;
+  oldest_today timestamptz;
+  per_email_today integer;
   per_ip integer := 0;
   attempt bigint;
   owner uuid;
 begin
   perform pg_advisory_xact_lock(hashtextextended('reset-email:' || normalised, 0));
-  select count(*), min(a.attempted_at) into per_email, oldest from public.login_attempts a
-   where a.kind = 'reset' and lower(a.email) = normalised and a.attempted_at > window_start;
+  select count(*) filter (where a.attempted_at > window_start), min(a.attempted_at) filter (where a.attempted_at > window_start),
+         count(*), min(a.attempted_at)
+    into per_email, oldest, per_email_today, oldest_today
+    from public.login_attempts a
+   where a.kind = 'reset' and lower(a.email) = normalised and a.attempted_at > now() - interval '1 day';
   if client_ip is not null then
     select count(*) into per_ip from public.login_attempts a
      where a.kind = 'reset' and a.client_ip = client_ip and a.attempted_at > window_start;
   end if;
   if per_email >= 3 then
     return greatest(1, ceil(extract(epoch from oldest + interval '1 hour' - now()))::integer);
+  end if;
+  if per_email_today >= 5 then
+    return greatest(1, ceil(extract(epoch from oldest_today + interval '1 day' - now()))::integer);
   end if;
   if per_ip >= 20 then
     return 3600;
@@ -103,7 +122,9 @@ grant execute on function app.request_password_reset(text, inet) to sg_app;
 
 /**
  * The worker's first step for a queued mail: who it goes to and what it says, with a
- * fresh single-use link token for verify/reset mails (48 h / 1 h). No row once sent.
+ * fresh single-use link token for verify/reset mails (48 h / 1 h). No row once sent,
+ * canceled or failed. full_name is given only for a confirmed address: until then it
+ * is whatever whoever signed up with that address typed, and stays out of the mail.
  */
 create or replace function app.claim_email(email_id uuid)
 returns table (kind text, address text, full_name text, data jsonb, token text)
@@ -116,7 +137,7 @@ declare
   new_token text;
 begin
   update public.email_outbox o set attempts = o.attempts + 1
-   where o.id = email_id and o.sent_at is null
+   where o.id = email_id and o.sent_at is null and o.canceled_at is null and o.failed_at is null
   returning o.* into mail;
   if not found then
     return;
@@ -127,7 +148,7 @@ begin
     values (mail.user_id, mail.kind, sha256(convert_to(new_token, 'UTF8')),
             now() + case mail.kind when 'verify' then interval '48 hours' else interval '1 hour' end);
   end if;
-  return query select mail.kind, u.email, u.full_name, mail.data, new_token
+  return query select mail.kind, u.email, case when u.is_verified then u.full_name end, mail.data, new_token
                  from public.users u where u.id = mail.user_id;
 end
 $$;
@@ -144,6 +165,19 @@ as $$
 $$;
 grant execute on function app.finish_email(uuid, text) to sg_worker;
 
+/**
+ * Records that a mail could not be built (a bug or bad data, not a network problem):
+ * it is never retried, and last_error says why.
+ */
+create or replace function app.fail_email(email_id uuid, error text) returns void
+language sql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  update public.email_outbox o set failed_at = now(), last_error = fail_email.error
+   where o.id = email_id and o.sent_at is null
+$$;
+grant execute on function app.fail_email(uuid, text) to sg_worker;
+
 /** Checks and uses up a link token; P0422 with a message saying what is wrong with it. */
 create or replace function app._use_email_token(token_hash bytea, purpose text) returns uuid
 language plpgsql
@@ -159,6 +193,10 @@ begin
   end if;
   if link.used_at is not null then
     raise exception 'This link has already been used.' using errcode = 'P0422';
+  end if;
+  if link.revoked_at is not null then
+    raise exception 'This link is no longer valid: the password was changed after it was sent.'
+      using errcode = 'P0422';
   end if;
   if link.expires_at <= now() then
     raise exception 'This link has expired. Ask for a new one.' using errcode = 'P0422';
@@ -184,7 +222,9 @@ grant execute on function app.verify_email(bytea) to sg_app;
 
 /**
  * Sets a new password through a reset link (once, within the hour) and ends every
- * session: refresh tokens and browser sessions revoked, access tokens outdated.
+ * session: refresh tokens and browser sessions revoked, access tokens outdated, and
+ * the user's other reset links revoked (or, not sent yet, canceled). A mail tells the
+ * address.
  */
 create or replace function app.reset_password(token_hash bytea, new_password_hash text) returns uuid
 language plpgsql security definer
@@ -201,6 +241,8 @@ begin
      set password_hash = new_password_hash, session_version = u.session_version + 1, updated_at = now()
    where u.id = uid;
   perform app._end_sessions(uid);
+  perform app._end_reset_links(uid);
+  perform app._queue_email(uid, 'password_changed', 'password_changed:' || uid || ':' || gen_random_uuid());
   return uid;
 end
 $$;

@@ -144,8 +144,9 @@ PASSWORD_HASH = PasswordHasher(memory_cost=19456, time_cost=2, parallelism=1).ha
 
 @pytest.fixture
 def make_user(connect):
-    """make_user(credits=None) -> user id of a fresh signed-up user (5 credits unless
-    `credits` is given, which is reached by spending or granting through the SQL API)."""
+    """make_user(credits=None) -> user id of a fresh signed-up user with a confirmed
+    address (5 credits unless `credits` is given, which is reached by spending or granting
+    through the SQL API)."""
     app_conn = connect("sg_app")
     service = connect("postgres")
 
@@ -154,6 +155,7 @@ def make_user(connect):
         with app_conn.transaction():
             user = app_conn.execute("select * from app.signup(%s, %s, %s)",
                                     (email, PASSWORD_HASH, "Test User")).fetchone()
+        verify(service, user["id"])  # an unconfirmed address spends one credit (tests/test_throttle.py)
         if credits is not None and credits != user["credits_remaining"]:
             set_balance(service, user["id"], credits)
         return user["id"]

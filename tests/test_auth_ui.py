@@ -190,3 +190,14 @@ def test_production_cookie_is_host_prefixed_secure_httponly_lax(database_dsn):
 def test_production_refuses_to_start_without_secret_key(database_dsn):
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app({"TESTING": False, "DEBUG": False, "SECRET_KEY": None, "DATABASE_URL": database_dsn})
+
+
+def test_login_page_takes_any_form_of_the_registered_address(app, browser):
+    """The page signs in through the same normalisation as signup (issue 15, item 6)."""
+    import uuid
+
+    local = f"erin-{uuid.uuid4().hex[:8]}"
+    api_signup(client_with_own_ip(app), email=f"{local}@bücher.de")
+    assert log_in(browser, f"{local}@XN--BCHER-KVA.DE").status_code == 302
+    refused = log_in(client_with_own_ip(app), "not an address")
+    assert refused.status_code == 422 and 'class="field-error"' in refused.get_data(as_text=True)

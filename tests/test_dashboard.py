@@ -1,6 +1,7 @@
 """The dashboard as a browser uses it: generate form, job list, polling endpoint, upgrade prompt."""
 from __future__ import annotations
 
+from .conftest import unique_email
 from .test_auth_ui import csrf_token, sign_up
 
 
@@ -44,9 +45,12 @@ def test_generate_without_csrf_token_is_refused(app):
     assert browser.get("/dashboard/jobs.json").get_json()["credits_remaining"] == 5
 
 
-def test_out_of_credits_shows_the_upgrade_prompt(app):
+def test_out_of_credits_shows_the_upgrade_prompt(app, connect):
     browser = app.test_client()
-    sign_up(browser)
+    email = unique_email()
+    sign_up(browser, email)
+    # a confirmed address: an unconfirmed one spends only one credit
+    connect("postgres").execute("update users set is_verified = true where email = %s", (email,))
     for n in range(5):
         assert generate_from_page(browser, f"topic number {n}").status_code == 302
     page = browser.get("/dashboard").get_data(as_text=True)

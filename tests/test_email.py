@@ -227,3 +227,167 @@ def test_one_receipt_however_often_stripe_delivers(app, smtp, deliver, connect, 
     notices = inbox.to(email, "payment failed")
     assert len(notices) == 1 and "http://localhost/billing/portal" in notices[0].get_body(
         preferencelist=("plain",)).get_content()
+
+
+# -- reset links end with the password they were sent for (issue 15, item 2) -------------
+
+def reset_links(connect, user_id) -> list[str]:
+    """Sends the user's queued reset mails the way the worker does (app.claim_email as
+    sg_worker) and returns their link tokens, oldest first."""
+    admin, worker = connect("postgres"), connect("sg_worker")
+    queued = admin.execute("select id from email_outbox where user_id = %s and kind = 'reset' and sent_at is null "
+                           "order by created_at", (user_id,)).fetchall()
+    tokens = []
+    for row in queued:
+        claimed = worker.execute("select * from app.claim_email(%s)", (row["id"],)).fetchone()
+        if claimed is not None:
+            worker.execute("select app.finish_email(%s)", (row["id"],))
+            tokens.append(claimed["token"])
+    return tokens
+
+
+def test_a_reset_ends_every_other_reset_link(app, connect):
+    """An older link used to reset the password again after the owner had reset it."""
+    client = client_with_own_ip(app)
+    email = unique_email("twolinks")
+    user_id = api_signup(client, email=email)["user"]["id"]
+    for _ in range(2):
+        assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    first, second = reset_links(connect, user_id)
+    assert client.post("/v1/auth/password/reset",
+                       json={"token": second, "new_password": "owner-picked-this-1"}).status_code == 200
+    stale = client.post("/v1/auth/password/reset", json={"token": first, "new_password": "thief-picked-this-2"})
+    assert stale.status_code == 422 and "no longer valid" in stale.get_json()["detail"]
+    assert client.post("/v1/auth/login", json={"email": email, "password": "owner-picked-this-1"}).status_code == 200
+
+
+def test_a_password_change_ends_outstanding_reset_links(app, connect):
+    client = client_with_own_ip(app)
+    email = unique_email("changed")
+    tokens = api_signup(client, email=email)
+    assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    [link] = reset_links(connect, tokens["user"]["id"])
+    assert client.post("/v1/auth/password", headers=bearer(tokens["access_token"]),
+                       json={"current_password": STRONG_PASSWORD,
+                             "new_password": "owner-changed-it-3"}).status_code == 200
+    stale = client.post("/v1/auth/password/reset", json={"token": link, "new_password": "thief-picked-this-4"})
+    assert stale.status_code == 422 and "no longer valid" in stale.get_json()["detail"]
+
+
+def test_a_reset_mail_still_queued_at_the_reset_is_never_sent(app, connect):
+    """A request made before the reset would otherwise mint a live link afterwards."""
+    client = client_with_own_ip(app)
+    email = unique_email("queued")
+    user_id = api_signup(client, email=email)["user"]["id"]
+    assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    [link] = reset_links(connect, user_id)
+    assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    assert client.post("/v1/auth/password/reset",
+                       json={"token": link, "new_password": "owner-picked-this-5"}).status_code == 200
+    assert reset_links(connect, user_id) == []
+    row = connect("postgres").execute("select sent_at, canceled_at from email_outbox where user_id = %s "
+                                      "and kind = 'reset' order by created_at desc limit 1", (user_id,)).fetchone()
+    assert row["sent_at"] is None and row["canceled_at"] is not None
+
+
+# -- mails are safe (issue 16, item 6) ------------------------------------------------------
+
+PHISHING_NAME = "Your account is locked! Re-enter your card at http://evil.example/login now"
+
+
+@pytest.mark.parametrize("name", ["Eve\r\nBcc: everyone@example.com", "Eve\nSmith", "Eve\x1b[31m", "Eve\u2028Smith",
+                                  "Eve\u202egnp.exe", "Eve\x85Smith", "Eve\ud800"])
+def test_a_name_must_be_one_line_of_printable_text(app, connect, name):
+    client = client_with_own_ip(app)
+    before = connect("postgres").execute("select count(*) as n from users").fetchone()["n"]
+    response = client.post("/v1/auth/signup", json={"email": unique_email("name"), "password": STRONG_PASSWORD,
+                                                    "full_name": name})
+    assert response.status_code == 422 and response.get_json()["detail"].startswith("full_name:")
+    assert connect("postgres").execute("select count(*) as n from users").fetchone()["n"] == before
+
+
+def test_the_signup_page_refuses_a_multi_line_name(app):
+    browser = client_with_own_ip(app)
+    page = browser.get("/signup").get_data(as_text=True)
+    response = browser.post("/signup", data={"csrf_token": csrf_token(page), "email": unique_email("pagename"),
+                                             "password": STRONG_PASSWORD, "full_name": "Eve\r\nBcc: x@example.com"})
+    assert response.status_code == 422 and 'class="field-error"' in response.get_data(as_text=True)
+
+
+def test_the_database_refuses_a_multi_line_name_from_the_web_role(connect, make_user):
+    """As sg_app: neither signup nor the one granted write (the profile name) stores one."""
+    import psycopg
+
+    from .conftest import PASSWORD_HASH, acting_as
+
+    web = connect("sg_app")
+    with pytest.raises(psycopg.Error) as refused:
+        with web.transaction():
+            web.execute("select app.signup(%s, %s, %s)", (unique_email("sqlname"), PASSWORD_HASH, "Eve\r\nBcc: x"))
+    assert refused.value.sqlstate == "P0422"
+    user = make_user()
+    with pytest.raises(psycopg.errors.CheckViolation):
+        with acting_as(web, user):
+            web.execute("update users set full_name = %s where id = %s", ("Eve\nBcc: x", user))
+
+
+def test_mails_do_not_echo_an_unconfirmed_name(app, smtp, deliver):
+    """Anyone can sign up with someone else's address and a 'name' written as a message."""
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("victim")
+    api_signup(client, email=email, full_name=PHISHING_NAME)
+    deliver()
+    [mail] = inbox.to(email, "Confirm your email")
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    html = mail.get_body(preferencelist=("html",)).get_content()
+    assert "evil.example" not in text and "evil.example" not in html and "evil.example" not in str(mail["To"])
+    assert mail["To"].addresses[0].addr_spec == email and mail["To"].addresses[0].display_name == ""
+
+
+def test_a_confirmed_name_is_an_encoded_display_name_and_not_a_greeting(app, smtp, deliver, connect):
+    _, inbox = smtp
+    client = client_with_own_ip(app)
+    email = unique_email("zoe")
+    name = 'Zoë "Z" O\'Brien, Jr. <boss@example.com>'
+    user = api_signup(client, email=email, full_name=name)
+    connect("postgres").execute("update users set is_verified = true where id = %s", (user["user"]["id"],))
+    assert client.post("/v1/auth/password/forgot", json={"email": email}).status_code == 202
+    deliver()
+    [mail] = inbox.to(email, "Reset your")
+    [address] = mail["To"].addresses
+    assert (address.display_name, address.addr_spec) == (name, email)
+    assert "Zo" not in mail.get_body(preferencelist=("plain",)).get_content()
+
+
+def test_a_mail_that_cannot_be_built_fails_once_and_loudly(app, deliver, connect, caplog):
+    """It used to be retried for ever (each attempt failing the same way)."""
+    admin = connect("postgres")
+    user_id = api_signup(client_with_own_ip(app))["user"]["id"]
+    key = f"unbuildable:{user_id}"
+    # a kind no template exists for stands in for any mail that cannot be composed
+    assert admin.execute("select app._queue_email(%s, 'no_such_kind', %s) as q", (user_id, key)).fetchone()["q"]
+    started = time.monotonic()
+    with caplog.at_level("ERROR", logger="worker"):
+        deliver()
+    assert time.monotonic() - started < 60
+    row = admin.execute("select attempts, sent_at, failed_at, last_error from email_outbox where dedupe_key = %s",
+                        (key,)).fetchone()
+    assert row["attempts"] == 1 and row["sent_at"] is None and row["failed_at"] is not None
+    assert "no_such_kind" in row["last_error"]
+    assert any("cannot be built" in record.getMessage() for record in caplog.records)
+    assert admin.execute("select count(*) as n from pgqueuer where entrypoint = 'send_email'").fetchone()["n"] == 0
+
+
+@pytest.mark.parametrize("kind, says", [("two_factor_enabled", "is now on"), ("two_factor_disabled", "is now off"),
+                                        ("password_changed", "has just been changed")])
+def test_security_notices_are_composed_from_their_templates(kind, says):
+    from worker.mail import MailSettings, compose
+
+    settings = MailSettings(smtp_url=None, mail_from="Story Genius <hello@storygenius.test>",
+                            app_url="http://localhost", outbox=None)
+    message = compose(settings, kind, "erin@bücher.de", "Erin", {}, None)
+    assert message["To"].addresses[0].addr_spec == "erin@xn--bcher-kva.de"
+    for part in ("plain", "html"):
+        body = message.get_body(preferencelist=(part,)).get_content()
+        assert says in body and "http://localhost/forgot" in body and "Erin" not in body

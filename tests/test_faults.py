@@ -13,7 +13,7 @@ from psycopg.conninfo import make_conninfo
 from web import create_app
 from web.config import role_dsn
 
-from .conftest import api_signup, bearer, client_with_own_ip
+from .conftest import api_signup, bearer, client_with_own_ip, verify
 
 CLIENTS = 20
 CREDITS = 100_000
@@ -27,6 +27,7 @@ def test_connections_killed_under_load_give_503_then_recover(database_dsn, conne
     try:
         tokens = api_signup(client_with_own_ip(app))
         uid = tokens["user"]["id"]
+        verify(admin, uid)  # an unconfirmed address spends only one credit
         # enough that the run never meets a 402: a fast machine makes well over 1,000 here
         admin.execute("select app.grant_credits(%s, %s, 'admin_grant', %s)", (uid, CREDITS - 5, f"fault:{uid}"))
         auth = bearer(tokens["access_token"])

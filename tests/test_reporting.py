@@ -30,6 +30,8 @@ def reporting_db():
             users = [admin.execute("select id from app.signup(%s, %s, null)",
                                    (f"analyst-fixture-{n}@example.com", PASSWORD_HASH)).fetchone()["id"]
                      for n in range(3)]
+            # confirmed addresses: an unconfirmed one spends only one credit
+            admin.execute("update users set is_verified = true where id = any(%s)", (users,))
             # user 0 buys Starter through a (stored, applied) Stripe checkout + first invoice
             now = int(time.time())
             admin.execute("update subscriptions set stripe_customer_id = 'cus_report' where user_id = %s", (users[0],))

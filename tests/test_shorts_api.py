@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import api_signup, bearer, set_tier, unique_email
+from .conftest import api_signup, bearer, set_tier, unique_email, verify
 
 GOOD = {"platform": "tiktok", "topic": "the history of coffee"}
 
 
 @pytest.fixture
-def user(api):
+def user(api, connect):
     tokens = api_signup(api)
+    verify(connect("postgres"), tokens["user"]["id"])  # an unconfirmed address spends only one credit
     return {"tokens": tokens, "auth": bearer(tokens["access_token"]), "id": tokens["user"]["id"]}
 
 

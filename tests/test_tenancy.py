@@ -11,7 +11,8 @@ import pytest
 
 from .conftest import acting_as
 
-TENANT_TABLES = ["subscriptions", "jobs", "credit_ledger", "usage_logs", "api_keys", "refresh_tokens"]
+TENANT_TABLES = ["subscriptions", "jobs", "credit_ledger", "usage_logs", "api_keys", "refresh_tokens",
+                 "refresh_families"]
 # columns sg_app may read on the tables with secret columns
 READABLE = {"api_keys": "id, user_id, name, prefix", "refresh_tokens": "id, user_id, family_id"}
 
@@ -27,8 +28,9 @@ def two_users_with_everything(make_user, connect):
             admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'tenancy topic')")
         admin.execute("insert into api_keys (user_id, name, prefix, key_hash) values (%s, 'k', 'sk_x', %s)",
                       (uid, uid.bytes))
-        admin.execute("insert into refresh_tokens (user_id, family_id, token_hash, expires_at) "
-                      "values (%s, gen_random_uuid(), %s, now() + interval '1 day')", (uid, uid.bytes))
+        with acting_as(admin, uid):
+            admin.execute("select app.issue_refresh_token(gen_random_uuid(), %s, now() + interval '1 day')",
+                          (uid.bytes,))
         users.append(uid)
     return users
 

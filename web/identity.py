@@ -8,11 +8,12 @@ the database; the database check (user active, session not ended, key not revoke
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from uuid import UUID
 
 import jwt
@@ -41,10 +42,12 @@ class AccessToken:
 
     user_id: UUID
     session_version: int
+    session_id: UUID  # the refresh family it was issued with: logout or revocation ends it
 
     def check(self) -> tuple[str, tuple]:
         """The database check as SQL: its one row's user_id is the user it made current."""
-        return "select app.authenticate_access(%s, %s) as user_id", (self.user_id, self.session_version)
+        return ("select app.authenticate_access(%s, %s, %s) as user_id",
+                (self.user_id, self.session_version, self.session_id))
 
 
 @dataclass(frozen=True)
@@ -62,20 +65,25 @@ Identity = AccessToken | ApiKey
 
 
 # -- JWT -------------------------------------------------------------------------------
+#
+# An access token names its session (`sid`, the refresh family), which the per-request
+# check reads, so ending the session refuses the token at once. A refresh token is known
+# to the database by its hash only.
 
-def _encode(user_id: UUID, session_version: int, token_type: str, ttl: int) -> str:
-    now = int(time.time())
-    claims = {"sub": str(user_id), "type": token_type, "iat": now, "exp": now + ttl,
-              "jti": uuid.uuid4().hex, "ver": session_version}
+def _encode(claims: dict) -> str:
     return jwt.encode(claims, current_app.config["SECRET_KEY"], algorithm=ALGORITHM)
 
 
 def decode_token(token: str, expected_type: str) -> dict:
-    """Claims of a token we signed, of the expected type (access|refresh); 401 otherwise."""
+    """Claims of a token we signed, of the expected type (access|refresh); 401 otherwise.
+    An access token must name its session (`sid`, a UUID)."""
+    required = ["sub", "type", "iat", "exp", "jti", "ver"] + (["sid"] if expected_type == "access" else [])
     try:
         claims = jwt.decode(token, current_app.config["SECRET_KEY"], algorithms=[ALGORITHM],
-                            options={"require": ["sub", "type", "iat", "exp", "jti", "ver"]})
+                            options={"require": required})
         claims["sub"] = UUID(claims["sub"])
+        if expected_type == "access":
+            claims["sid"] = UUID(claims["sid"])
     except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
         raise unauthorized() from None
     if claims["type"] != expected_type or not isinstance(claims["ver"], int):
@@ -88,29 +96,54 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
+    family_id: UUID
+    refresh_expires_at: datetime
+
+
+def _claims(user_id: UUID, session_version: int, token_type: str, issued_at: int, ttl: int, jti: str) -> dict:
+    return {"sub": str(user_id), "type": token_type, "iat": issued_at, "exp": issued_at + ttl, "jti": jti,
+            "ver": session_version}
+
+
+def refresh_token(user_id: UUID, session_version: int, issued_at: int, jti: str) -> tuple[str, datetime]:
+    """A refresh token and its expiry, as stored with the token's hash."""
+    ttl = current_app.config["REFRESH_TOKEN_TTL"]
+    token = _encode(_claims(user_id, session_version, "refresh", issued_at, ttl, jti))
+    return token, datetime.fromtimestamp(issued_at + ttl, timezone.utc)
+
+
+def token_pair(user_id: UUID, session_version: int, family_id: UUID, refresh: str, refresh_expires_at: datetime,
+               issued_at: int, access_jti: str) -> TokenPair:
+    """The pair handed to a client: `refresh` and an access token of the same session."""
+    ttl = current_app.config["ACCESS_TOKEN_TTL"]
+    access = _encode({**_claims(user_id, session_version, "access", issued_at, ttl, access_jti),
+                      "sid": str(family_id)})
+    return TokenPair(access, refresh, ttl, family_id, refresh_expires_at)
 
 
 def new_token_pair(user_id: UUID, session_version: int) -> TokenPair:
-    config = current_app.config
-    return TokenPair(
-        access_token=_encode(user_id, session_version, "access", config["ACCESS_TOKEN_TTL"]),
-        refresh_token=_encode(user_id, session_version, "refresh", config["REFRESH_TOKEN_TTL"]),
-        expires_in=config["ACCESS_TOKEN_TTL"],
-    )
+    """A pair that starts a new session (refresh family): signup, sign-in, password change."""
+    issued_at = int(time.time())
+    refresh, expires_at = refresh_token(user_id, session_version, issued_at, uuid.uuid4().hex)
+    return token_pair(user_id, session_version, uuid.uuid4(), refresh, expires_at, issued_at, uuid.uuid4().hex)
 
 
-def refresh_expiry() -> datetime:
-    return datetime.now(timezone.utc) + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"])
+def rotation_jtis(presented: str) -> tuple[str, str]:
+    """The (refresh, access) token ids of the pair that replaces a presented refresh token.
+    Derived from it, so a concurrent retry of the same rotation re-signs the identical pair."""
+    key = current_app.config["SECRET_KEY"].encode()
+    return tuple(hmac.new(key, f"{kind}:{presented}".encode(), hashlib.sha256).hexdigest()[:32]
+                 for kind in ("refresh", "access"))
 
 
 def new_refresh_token_family(pair: TokenPair) -> tuple[uuid.UUID, bytes, datetime]:
     """(family id, token hash, expiry): the arguments that store the pair's refresh token
-    as the first of a new family."""
-    return uuid.uuid4(), sha256(pair.refresh_token), refresh_expiry()
+    as the first of its new family."""
+    return pair.family_id, sha256(pair.refresh_token), pair.refresh_expires_at
 
 
 def store_new_refresh_token(cur: Cursor, pair: TokenPair) -> None:
-    """Start a new token family with the pair's refresh token, for the current user."""
+    """Start the pair's session (refresh family) with its refresh token, for the current user."""
     cur.execute("select app.issue_refresh_token(%s, %s, %s)", new_refresh_token_family(pair))
 
 
@@ -133,7 +166,7 @@ def from_authorization_header(header: str | None) -> Identity:
     if credential.startswith(API_KEY_PREFIX):
         return ApiKey(sha256(credential))
     claims = decode_token(credential, "access")
-    return AccessToken(claims["sub"], claims["ver"])
+    return AccessToken(claims["sub"], claims["ver"], claims["sid"])
 
 
 # -- browser sessions ------------------------------------------------------------------

@@ -38,7 +38,24 @@ SCHEMAS = {
                          password={"type": "string", "minLength": 8, "maxLength": 128},
                          full_name={"type": ["string", "null"], "maxLength": 200}),
     "LoginRequest": obj(["email", "password"], email={"type": "string", "maxLength": 254},
-                        password={"type": "string", "maxLength": 1024}),
+                        password={"type": "string", "maxLength": 1024},
+                        device_token={"type": "string", "minLength": 1, "maxLength": 200,
+                                      "description": "from an earlier sign-in on this device: other clients' "
+                                                     "failed attempts never throttle it"}),
+    "SignedIn": {"allOf": [ref("TokenPair"), obj(["device_token"], device_token={
+        "type": "string", "description": "keep it and send it with the next sign-in from this device"})]},
+    "TwoFactorChallenge": obj(["two_factor_required", "challenge_token", "expires_in", "device_token"],
+                              two_factor_required={"const": True}, challenge_token=STRING,
+                              expires_in={"type": "integer"}, device_token=STRING),
+    "TwoFactorLogin": obj(["challenge_token", "code"], challenge_token={"type": "string", "minLength": 1,
+                                                                       "maxLength": 200},
+                          code={"type": "string", "minLength": 1, "maxLength": 50,
+                                "description": "6 digits from the authenticator app, or a recovery code"}),
+    "TwoFactorSetup": obj(["secret", "otpauth_uri"], secret=STRING, otpauth_uri=STRING),
+    "TwoFactorConfirm": obj(["password", "code"], password={"type": "string", "maxLength": 1024},
+                            code={"type": "string", "minLength": 1, "maxLength": 50}),
+    "RecoveryCodes": obj(["recovery_codes"], recovery_codes={"type": "array", "items": STRING,
+                                                             "minItems": 10, "maxItems": 10}),
     "RefreshRequest": obj(["refresh_token"], refresh_token={"type": "string", "maxLength": 4096}),
     "PasswordChange": obj(["current_password", "new_password"],
                           current_password={"type": "string", "maxLength": 1024},
@@ -140,6 +157,11 @@ def operation(summary: str, ok: int, ok_schema: dict | None, errors: list[int], 
     return op
 
 
+def with_response(op: dict, status: int, description: str, schema: dict) -> dict:
+    """`op` with one more successful answer."""
+    return {**op, "responses": {**op["responses"], str(status): json_response(description, schema)}}
+
+
 def query(name: str, schema: dict, description: str) -> dict:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
@@ -149,10 +171,21 @@ def path_id(name: str) -> dict:
 
 
 PATHS = {
-    "/v1/auth/signup": {"post": operation("Create an account (free plan, 5 credits)", 201, ref("TokenPair"), [409],
+    "/v1/auth/signup": {"post": operation("Create an account (free plan, 5 credits; 5 signups an hour per client "
+                                          "network)", 201, ref("TokenPair"), [409, 429],
                                           body="SignupRequest", auth=False, tag="auth")},
-    "/v1/auth/login": {"post": operation("Sign in", 200, ref("TokenPair"), [401, 403, 429], body="LoginRequest",
-                                         auth=False, tag="auth")},
+    "/v1/auth/login": {"post": with_response(
+        operation("Sign in", 200, ref("SignedIn"), [401, 403, 429], body="LoginRequest", auth=False, tag="auth"),
+        202, "Password accepted; two-factor sign-in is on: send a code to /v1/auth/login/2fa",
+        ref("TwoFactorChallenge"))},
+    "/v1/auth/login/2fa": {"post": operation("Second step of a sign-in with two-factor on", 200, ref("TokenPair"),
+                                             [401, 429], body="TwoFactorLogin", auth=False, tag="auth")},
+    "/v1/auth/2fa/setup": {"post": operation("Start two-factor enrolment: a secret for the authenticator app", 200,
+                                             ref("TwoFactorSetup"), [409], tag="auth")},
+    "/v1/auth/2fa/enable": {"post": operation("Turn two-factor sign-in on (password and a code); recovery codes",
+                                              200, ref("RecoveryCodes"), [409], body="TwoFactorConfirm", tag="auth")},
+    "/v1/auth/2fa/disable": {"post": operation("Turn two-factor sign-in off (password and a code)", 200,
+                                               ref("Message"), [409], body="TwoFactorConfirm", tag="auth")},
     "/v1/auth/refresh": {"post": operation("Rotate a refresh token into a new pair", 200, ref("TokenPair"),
                                            [401, 403], body="RefreshRequest", auth=False, tag="auth")},
     "/v1/auth/logout": {"post": operation("Revoke a refresh token (and its family)", 204, None, [],

@@ -1,6 +1,10 @@
 """Composing and delivering mail: plain text + simple HTML from templates/email, sent over
 SMTP (SMTP_URL), or with no SMTP configured written to ./.data/outbox/ and the log, so a
-developer can open the links. No tracking pixels, no remote images."""
+developer can open the links. No tracking pixels, no remote images.
+
+A user's name never enters a mail's text (a greeting would turn whatever was typed as a
+name into a sentence from us); it appears only as the encoded display name of `To:`, and
+only once the address is confirmed (app.claim_email)."""
 from __future__ import annotations
 
 import logging
@@ -9,11 +13,13 @@ import smtplib
 import ssl
 import time
 from dataclasses import dataclass
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.utils import make_msgid
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import idna
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 log = logging.getLogger("worker.mail")
@@ -23,6 +29,9 @@ SUBJECTS = {
     "reset": "Reset your Story Genius password",
     "receipt": "Your Story Genius receipt",
     "payment_failed": "Your Story Genius payment failed",
+    "two_factor_enabled": "Two-factor sign-in is on for your Story Genius account",
+    "two_factor_disabled": "Two-factor sign-in is off for your Story Genius account",
+    "password_changed": "Your Story Genius password was changed",
 }
 LINK_PATHS = {"verify": "/verify", "reset": "/reset"}
 
@@ -46,15 +55,28 @@ class MailSettings:
                    outbox=Path(os.environ.get("MAIL_OUTBOX") or ".data/outbox").resolve())
 
 
+def recipient(address: str, name: str | None) -> Address:
+    """`To:` as a structured header, so the display name is quoted and encoded by the email
+    package (never pasted into the header text). An internationalised domain goes in its
+    ASCII (IDNA) form, which every mail server accepts."""
+    local, _, domain = address.rpartition("@")
+    try:
+        domain = idna.encode(domain).decode("ascii")
+    except idna.IDNAError:
+        pass  # left in Unicode: delivered where the server speaks SMTPUTF8
+    return Address(display_name=name or "", username=local, domain=domain)
+
+
 def compose(settings: MailSettings, kind: str, address: str, name: str | None, data: dict,
             token: str | None) -> EmailMessage:
-    """The message for one outbox row."""
-    context = {"name": name, "address": address, "data": data or {}, "app_url": settings.app_url,
+    """The message for one outbox row. Raises (KeyError, ValueError, template errors) when
+    the row cannot make a mail: the caller fails it for good rather than retrying."""
+    context = {"address": address, "data": data or {}, "app_url": settings.app_url,
                "link": f"{settings.app_url}{LINK_PATHS[kind]}?token={token}" if token else None}
     message = EmailMessage()
     message["Subject"] = SUBJECTS[kind] + (f": {data['plan']} plan" if kind == "receipt" and data.get("plan") else "")
     message["From"] = settings.mail_from
-    message["To"] = formataddr((name or "", address))
+    message["To"] = recipient(address, name)
     message["Message-ID"] = make_msgid(domain="storygenius.local")
     message.set_content(_templates.get_template(f"{kind}.txt").render(context))
     message.add_alternative(_templates.get_template(f"{kind}.html").render(context), subtype="html")

@@ -186,6 +186,12 @@ def register_mail(pgq: PgQueuer, pool: AsyncConnectionPool, settings: MailSettin
             return  # sent already
         try:
             message = compose(settings, row["kind"], row["address"], row["full_name"], row["data"], row["token"])
+        except Exception as error:  # noqa: BLE001 - it would fail the same way every time
+            log.exception("mail %s (%s) cannot be built; recorded as failed, not retried", email_id, row["kind"])
+            async with pool.connection() as conn:
+                await conn.execute("select app.fail_email(%s, %s)", (email_id, f"cannot be built: {error!r}"[:500]))
+            return
+        try:
             await asyncio.to_thread(deliver, settings, message)
         except Exception as error:  # noqa: BLE001 - recorded, then retried
             async with pool.connection() as conn:

@@ -7,11 +7,33 @@ from datetime import datetime, timedelta, timezone
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from .. import accounts, db, identity
+from .. import accounts, db, identity, two_factor
 from ..accounts import Account
 from ..errors import ApiError
 from . import SessionUser, is_safe_next, ui
-from .forms import ChangePasswordForm, LoginForm, LogoutForm, SignupForm
+from .forms import ChangePasswordForm, LoginForm, LogoutForm, SignupForm, TwoFactorCodeForm, TwoFactorConfirmForm
+
+# How long a browser stays a known device of the accounts that signed in on it.
+DEVICE_COOKIE_SECONDS = 365 * 24 * 3600
+
+
+def _device_cookie_name() -> str:
+    # __Host- cookies must be Secure, host-only and Path=/ (as the session cookie)
+    return "__Host-sg_device" if current_app.config["SESSION_COOKIE_SECURE"] else "sg_device"
+
+
+def _device_tokens() -> list[str]:
+    """The device tokens this browser holds (one per account that signed in on it)."""
+    value = request.cookies.get(_device_cookie_name(), "")
+    return [token for token in value.split(".") if 0 < len(token) <= 200][:accounts.MAX_DEVICE_TOKENS]
+
+
+def _remember_device(response, token: str) -> None:
+    """Keep `token` first in the browser's device cookie (OWASP's device cookie)."""
+    tokens = [token] + [t for t in _device_tokens() if t != token]
+    response.set_cookie(_device_cookie_name(), ".".join(tokens[:accounts.MAX_DEVICE_TOKENS]),
+                        max_age=DEVICE_COOKIE_SECONDS, path="/", httponly=True, samesite="Lax",
+                        secure=current_app.config["SESSION_COOKIE_SECURE"])
 
 
 def _start_session(cur, account: Account) -> None:
@@ -39,21 +61,22 @@ def signup():
     if current_user.is_authenticated:
         return redirect(url_for("ui.dashboard"))
     form = SignupForm()
-    status = 200
+    status, headers = 200, {}
     if form.validate_on_submit():
         try:
             with db.tx() as cur:
-                account = accounts.signup(cur, form.email.data, form.password.data, form.full_name.data or None)
+                account = accounts.signup(cur, form.email.data, form.password.data, form.full_name.data or None,
+                                          accounts.client_ip(request))
                 _start_session(cur, account)
         except ApiError as error:
             _field_error(form, error)
-            status = error.status
+            status, headers = error.status, error.headers
         else:
             flash(f"Account created! You have {account.credits_remaining} free credits.", "success")
             return redirect(url_for("ui.dashboard"))
     elif form.is_submitted():
         status = 422
-    return render_template("auth/signup.html", form=form), status
+    return render_template("auth/signup.html", form=form), status, headers
 
 
 @ui.route("/login", methods=["GET", "POST"])
@@ -67,20 +90,59 @@ def login():
     headers = {}
     if form.validate_on_submit():
         try:
-            verified = accounts.login(form.email.data, form.password.data, accounts.client_ip(request))
+            verified = accounts.login(form.email.data, form.password.data, accounts.client_ip(request),
+                                      _device_tokens())
+            if verified.two_factor:
+                challenge, _ = two_factor.start_login(verified)
+                session["two_factor"] = {"challenge": challenge, "next": destination}
+                response = redirect(url_for("ui.login_second_factor"))
+                _remember_device(response, verified.device_token)  # known once the code checks out
+                return response
             with db.tx() as cur:
                 account = accounts.finish_login(cur, verified)
                 _start_session(cur, account)
         except ApiError as error:
-            form.form_errors.append(error.detail)
+            _field_error(form, error)
             status, headers = error.status, error.headers
         else:
             flash("Welcome back!", "success")
-            return redirect(destination)
+            response = redirect(destination)
+            _remember_device(response, verified.device_token)
+            return response
     elif form.is_submitted():
         status = 422
     return render_template("auth/login.html", form=form, next=next_url if is_safe_next(next_url) else None), \
         status, headers
+
+
+@ui.route("/login/2fa", methods=["GET", "POST"])
+def login_second_factor():
+    """Second step of a sign-in with two-factor on: the code (the challenge is in the session)."""
+    pending = session.get("two_factor")
+    if current_user.is_authenticated or not isinstance(pending, dict):
+        return redirect(url_for("ui.login"))
+    form = TwoFactorCodeForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            with db.tx() as cur:
+                account = two_factor.finish_login(cur, str(pending.get("challenge", "")), form.code.data)
+                if account is not None:
+                    _start_session(cur, account)
+        except ApiError as error:  # the challenge expired or was used up
+            session.pop("two_factor", None)
+            flash(error.detail, "error")
+            return redirect(url_for("ui.login"))
+        if account is None:
+            form.code.errors = [*form.code.errors, two_factor.WRONG_CODE]
+            status = 401
+        else:
+            flash("Welcome back!", "success")
+            next_url = pending.get("next")
+            return redirect(next_url if is_safe_next(next_url) else url_for("ui.dashboard"))
+    elif form.is_submitted():
+        status = 422
+    return render_template("auth/login_2fa.html", form=form), status
 
 
 @ui.route("/logout", methods=["GET", "POST"])
@@ -97,6 +159,14 @@ def logout():
         session.clear()
         flash("You have been logged out.", "info")
     return redirect(url_for("ui.login"))
+
+
+def _account_page(form: ChangePasswordForm, status: int = 200, two_factor_form: TwoFactorConfirmForm | None = None):
+    with db.tx(current_user.id) as cur:
+        state = two_factor.pending(cur, current_user.account.email)
+    return render_template("auth/account.html", form=form, two_factor=state,
+                           two_factor_form=two_factor_form or TwoFactorConfirmForm(formdata=None),
+                           start_form=LogoutForm()), status
 
 
 @ui.route("/account", methods=["GET", "POST"])
@@ -119,4 +189,48 @@ def account():
             return redirect(url_for("ui.account"))
     elif form.is_submitted():
         status = 422
-    return render_template("auth/account.html", form=form), status
+    return _account_page(form, status)
+
+
+@ui.post("/account/2fa/setup")
+@login_required
+def two_factor_setup():
+    """Start enrolment: the account page then shows the QR code and the secret."""
+    if LogoutForm().validate_on_submit():  # only the CSRF token
+        try:
+            with db.tx(current_user.id) as cur:
+                two_factor.begin(cur, current_user.account.email)
+        except ApiError as error:
+            flash(error.detail, "error")
+    return redirect(url_for("ui.account") + "#two-factor")
+
+
+@ui.post("/account/2fa/enable")
+@login_required
+def two_factor_enable():
+    form = TwoFactorConfirmForm()
+    if form.validate_on_submit():
+        try:
+            with db.tx(current_user.id) as cur:
+                codes = two_factor.enable(cur, form.password.data, form.code.data)
+        except ApiError as error:
+            _field_error(form, error)
+            return _account_page(ChangePasswordForm(formdata=None), error.status, form)
+        return render_template("auth/recovery_codes.html", codes=codes)
+    return _account_page(ChangePasswordForm(formdata=None), 422, form)
+
+
+@ui.post("/account/2fa/disable")
+@login_required
+def two_factor_disable():
+    form = TwoFactorConfirmForm()
+    if form.validate_on_submit():
+        try:
+            with db.tx(current_user.id) as cur:
+                two_factor.disable(cur, form.password.data, form.code.data)
+        except ApiError as error:
+            _field_error(form, error)
+            return _account_page(ChangePasswordForm(formdata=None), error.status, form)
+        flash("Two-factor sign-in is off.", "info")
+        return redirect(url_for("ui.account"))
+    return _account_page(ChangePasswordForm(formdata=None), 422, form)

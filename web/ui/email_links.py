@@ -9,6 +9,7 @@ from .. import accounts, db, identity
 from ..api.auth import FORGOT_ANSWER
 from ..errors import ApiError
 from . import ui
+from .auth import _field_error
 from .forms import ForgotPasswordForm, LogoutForm, ResetPasswordForm
 
 
@@ -48,7 +49,7 @@ def forgot_password():
         try:
             accounts.request_password_reset(form.email.data, accounts.client_ip(request))
         except ApiError as error:
-            form.form_errors.append(error.detail)
+            _field_error(form, error)
             return render_template("auth/forgot.html", form=form), error.status, error.headers
         flash(FORGOT_ANSWER, "info")
         return redirect(url_for("ui.login"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from wtforms import EmailField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, ValidationError
+
+from ..accounts import name_problem
 
 from ..api.validation import UNSAFE_TEXT, is_safe_text
 from ..jobs import PLATFORM_NAMES
@@ -28,10 +30,17 @@ class Form(FlaskForm):
             return unbound_field.bind(form=form, **{**options, "filters": filters})
 
 
+def one_printable_line(form, field) -> None:
+    """A name goes into mail headers: one line of printable text."""
+    problem = name_problem(field.data or "")
+    if problem:
+        raise ValidationError(problem[0].upper() + problem[1:] + ".")
+
+
 class SignupForm(Form):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=8, max=128)])
-    full_name = StringField("Name (optional)", validators=[Optional(), Length(max=200)])
+    full_name = StringField("Name (optional)", validators=[Optional(), Length(max=200), one_printable_line])
 
 
 class LoginForm(Form):
@@ -44,6 +53,19 @@ class ChangePasswordForm(Form):
     new_password = PasswordField("New password", validators=[DataRequired(), Length(min=8, max=128)])
     confirm = PasswordField("Repeat new password",
                             validators=[DataRequired(), EqualTo("new_password", "The passwords do not match.")])
+
+
+class TwoFactorCodeForm(Form):
+    code = StringField("Code from your authenticator app (or a recovery code)",
+                       validators=[DataRequired(), Length(max=50)],
+                       render_kw={"inputmode": "numeric", "autocomplete": "one-time-code"})
+
+
+class TwoFactorConfirmForm(Form):
+    """Turning two-factor sign-in on or off: the password and a code."""
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    code = StringField("Code from your authenticator app", validators=[DataRequired(), Length(max=50)],
+                       render_kw={"inputmode": "numeric", "autocomplete": "one-time-code"})
 
 
 class LogoutForm(Form):

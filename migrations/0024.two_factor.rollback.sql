@@ -1,0 +1,3 @@
+drop table login_challenges;
+drop table recovery_codes;
+drop table two_factor;
