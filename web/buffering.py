@@ -57,7 +57,10 @@ class TimedServer(TcpWSGIServer):
         started_before = time.monotonic()
         for channel in list(self.active_channels.values()):
             request, started = channel.request, channel.request_started
-            if request is None or started is None or channel.will_close or channel.close_when_flushed:
+            # (a connection still being answered is left until its response has gone out:
+            # a 408 must not land in the middle of it)
+            if request is None or started is None or channel.requests or channel.will_close \
+                    or channel.close_when_flushed:
                 continue
             limit = self.request_timeout if request.headers_finished else self.header_timeout
             if started_before - started > limit:
