@@ -78,10 +78,14 @@ async def render_job(control: JobControl, settings: WorkerSettings, job: Claimed
     options = job.options or {}
     duration = int(options.get("duration_seconds", 20))
     spec = RenderSpec(job.width, job.height, job.watermark)
-    await asyncio.to_thread(settings.renderer, job.topic, job.platform, duration, spec,
-                            output_path(settings.media_root, job.id), progress,
-                            settings.media_root / ".cache", seed=job.id.int, voice=options.get("voice"),
-                            script=options.get("script"), writer=writer_from_env())
+    rendered = await asyncio.to_thread(settings.renderer, job.topic, job.platform, duration, spec,
+                                       output_path(settings.media_root, job.id), progress,
+                                       settings.media_root / ".cache", seed=job.id.int, voice=options.get("voice"),
+                                       script=options.get("script"), writer=writer_from_env())
+    notes = getattr(rendered, "notes", None)
+    if notes:
+        async with control.pool.connection() as conn:
+            await conn.execute("select app.note_job(%s, %s)", (job.id, " ".join(notes)))
     return f"/media/{job.id}.mp4"
 
 
@@ -104,7 +108,8 @@ def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSet
             url = await render_job(control, settings, job)
         except Exception as error:  # noqa: BLE001 - every failure is retried or reported
             message = _readable(error)
-            if job.attempts < MAX_ATTEMPTS:
+            # a permanent failure (a script writer that refuses the topic) is not retried
+            if job.attempts < MAX_ATTEMPTS and not getattr(error, "permanent", False):
                 delay = timedelta(seconds=settings.retry_base_seconds * 4 ** (job.attempts - 1))
                 log.warning("job %s attempt %d failed (%s); retrying in %s", job_id, job.attempts, message, delay)
                 await control.retry(job_id, message)

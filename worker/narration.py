@@ -32,8 +32,7 @@ LEAD_IN = 0.25
 GAP = (0.15, 0.35, 0.8)  # shortest, usual, longest pause between sentences
 TAIL = (0.5, 1.2)  # the quiet after the last word: at least, at most
 LENGTH_SCALE = (0.8, 1.3)  # fastest, slowest the voice may be asked to speak
-# the bundled voice says about 2.9 words (15.5 characters) a second at its own pace
-WORDS_PER_SECOND = 2.9
+WORDS_PER_SECOND = voices.WORDS_PER_SECOND
 # reading speed for captions nobody speaks (no voice for the language)
 READ_CHARS_PER_SECOND = {"ja": 7.0, "zh": 6.0, "ko": 9.0}
 LOUDNESS = {"I": -14.0, "TP": -1.5, "LRA": 11.0}

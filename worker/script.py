@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import language as languages
-from .narration import WORDS_PER_SECOND
+from .voices import WORDS_PER_SECOND
 
 log = logging.getLogger(__name__)
 

