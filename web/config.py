@@ -83,6 +83,11 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
         raise ConfigError("STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set")
     for tier in ("STARTER", "PRO", "AGENCY"):
         _prefixed(env, f"STRIPE_PRICE_{tier}", "price_", "plan_")
+    from worker.voices import VOICES
+
+    if env.get("TTS_VOICE") and env["TTS_VOICE"] not in VOICES:
+        raise ConfigError(f"TTS_VOICE: must be one of {', '.join(VOICES)}, got {env['TTS_VOICE']!r}")
+    _url(env, "SCRIPT_API_URL")
     return {
         "DATABASE_URL": database_url,
         "APP_DATABASE_URL": _dsn("APP_DATABASE_URL", env.get("APP_DATABASE_URL")
