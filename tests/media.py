@@ -70,3 +70,42 @@ def region_contrast(rgb: bytes, width: int, box: tuple[int, int, int, int]) -> t
             dark += luma < 40
             total += 1
     return white / total, dark / total
+
+
+def frame_array(path: Path, seconds: float, width: int, height: int):
+    """One decoded frame as a (height, width, 3) uint8 numpy array."""
+    import numpy as np
+
+    return np.frombuffer(frame_rgb(path, seconds, width, height), np.uint8).reshape(height, width, 3)
+
+
+def max_volume(path: Path) -> float:
+    """ffmpeg volumedetect's max_volume (dBFS) of the audio track."""
+    out = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:a:0", "-af", "volumedetect",
+                          "-f", "null", "-"], capture_output=True, text=True).stderr
+    return float(re.search(r"max_volume: (-?[\d.]+|-inf) dB", out).group(1).replace("-inf", "-200"))
+
+
+def integrated_loudness(path: Path) -> float:
+    """EBU R128 integrated loudness (LUFS) of the audio track, by ffmpeg's ebur128."""
+    out = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:a:0",
+                          "-af", "ebur128=framelog=quiet", "-f", "null", "-"], capture_output=True, text=True).stderr
+    return float(re.findall(r"I:\s+(-?[\d.]+) LUFS", out)[-1])
+
+
+def sound_span(path: Path, noise_db: int = -40) -> tuple[float, float]:
+    """(first, last) second of the audio louder than noise_db, by ffmpeg's silencedetect."""
+    out = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:a:0",
+                          "-af", f"silencedetect=noise={noise_db}dB:d=0.3", "-f", "null", "-"],
+                         capture_output=True, text=True).stderr
+    duration = probe(path).duration
+    starts = [float(x) for x in re.findall(r"silence_start: (-?[\d.]+)", out)]
+    ends = [float(x) for x in re.findall(r"silence_end: ([\d.]+)", out)]
+    first = ends[0] if starts and starts[0] <= 0.01 else 0.0
+    last = starts[-1] if starts and (len(ends) < len(starts) or ends[-1] >= duration - 0.05) else duration
+    return first, last
+
+
+def metadata(path: Path) -> str:
+    """The container's metadata as ffmpeg prints it."""
+    return subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr

@@ -86,6 +86,11 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
     billing_mode = env.get("BILLING_MODE") or None
     if billing_mode not in (None, "test", "stripe"):
         raise ConfigError(f"BILLING_MODE: must be test or stripe, got {billing_mode!r}")
+    from worker.voices import VOICES
+
+    if env.get("TTS_VOICE") and env["TTS_VOICE"] not in VOICES:
+        raise ConfigError(f"TTS_VOICE: must be one of {', '.join(VOICES)}, got {env['TTS_VOICE']!r}")
+    _url(env, "SCRIPT_API_URL")
     return {
         "DATABASE_URL": database_url,
         "APP_DATABASE_URL": _dsn("APP_DATABASE_URL", env.get("APP_DATABASE_URL")

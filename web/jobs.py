@@ -18,7 +18,7 @@ PLATFORM_NAMES = {"youtube_shorts": "YouTube Shorts", "tiktok": "TikTok", "insta
 DEFAULT_DURATION = 20
 MIN_DURATION, MAX_DURATION = 15, 60
 
-_COLUMNS = "id, platform, topic, options, status, progress_percent, output_url, error_message, " \
+_COLUMNS = "id, platform, topic, options, status, progress_percent, output_url, error_message, note, " \
            "created_at, started_at, finished_at"
 
 
@@ -28,11 +28,14 @@ def clean_topic(topic: str) -> str:
 
 
 def generate(platform: str, topic: str, duration: int, *, identity: "Identity | None" = None,
-             user_id: UUID | None = None) -> dict:
+             user_id: UUID | None = None, voice: str | None = None, script: str | None = None) -> dict:
     """Spend one credit on a new render job for the caller: one SQL call (credit, job,
-    ledger, queue entry) in one round trip. Its row: job_id, credits_remaining."""
+    ledger, queue entry) in one round trip. Its row: job_id, credits_remaining.
+    `voice` and `script` (already validated) ride in the job's options."""
+    options = {"duration_seconds": duration}
+    options.update({k: v for k, v in (("voice", voice), ("script", script)) if v})
     [created] = db.call("select * from app.spend_credit_and_create_job(%s, %s, %s)",
-                        (platform, topic, Jsonb({"duration_seconds": duration})), identity=identity, user_id=user_id)
+                        (platform, topic, Jsonb(options)), identity=identity, user_id=user_id)
     return created
 
 
@@ -76,6 +79,8 @@ def job_json(row: dict) -> dict:
         "progress": row["progress_percent"],
         "video_url": row["output_url"] if row["status"] == "completed" else None,
         "error": row["error_message"],
+        "note": row.get("note"),
+        "voice": (row["options"] or {}).get("voice"),
         "platform": row["platform"],
         "topic": row["topic"],
         "duration_seconds": (row["options"] or {}).get("duration_seconds", DEFAULT_DURATION),

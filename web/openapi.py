@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, render_template
 
+from worker.script import MAX_USER_SCRIPT
+from worker.voices import VOICES
+
 docs = Blueprint("docs", __name__)
 
 TIERS = ["free", "starter", "pro", "agency"]
@@ -109,14 +112,22 @@ SCHEMAS = {
     "KeyList": obj(["keys"], keys={"type": "array", "items": ref("Key")}),
     "GenerateRequest": obj(["platform", "topic"], platform={"enum": PLATFORMS},
                            topic={**TEXT, "minLength": 3, "maxLength": 200},
-                           duration_seconds={"type": "integer", "minimum": 15, "maximum": 60, "default": 20}),
+                           duration_seconds={"type": "integer", "minimum": 15, "maximum": 60, "default": 20},
+                           voice={"enum": list(VOICES), "description": "narration voice (default: the "
+                                  "service's TTS_VOICE); a script in a language it does not speak is "
+                                  "narrated by a voice that does, or captioned only, with a note on the job"},
+                           script={**TEXT, "minLength": 1, "maxLength": MAX_USER_SCRIPT,
+                                   "description": "your own narration, spoken as written; the video "
+                                   "runs as long as it takes to say (paced toward duration_seconds)"}),
     "GenerateAccepted": obj(["job_id", "status", "credits_remaining"], job_id=UUID, status={"const": "queued"},
                             credits_remaining={"type": "integer", "minimum": 0}),
     "Job": obj(["job_id", "status", "progress", "video_url", "error", "platform", "topic", "duration_seconds",
                 "created_at", "finished_at"],
                job_id=UUID, status={"enum": ["queued", "processing", "completed", "failed"]},
                progress={"type": "integer", "minimum": 0, "maximum": 100}, video_url=NULLABLE_STRING,
-               error=NULLABLE_STRING, platform={"enum": PLATFORMS}, topic=STRING,
+               error=NULLABLE_STRING, note={**NULLABLE_STRING, "description": "what the video could not do "
+                                            "(e.g. no voice for its language)"},
+               voice=NULLABLE_STRING, platform={"enum": PLATFORMS}, topic=STRING,
                duration_seconds={"type": "integer"}, created_at=DATETIME,
                finished_at={"type": ["string", "null"], "format": "date-time"}),
     "JobList": obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},

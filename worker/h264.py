@@ -1,22 +1,23 @@
-"""Still cards -> H.264, with every identical frame encoded once.
+"""ffmpeg plumbing, and H.264 at 30 frames a second for the price of 15.
 
-A short is a handful of still cards, each held for seconds. Encoding 30 frames a
-second of an unchanging picture costs a naive pipeline most of its time (at 4K, x264
-spends ~12 ms a frame proving nothing moved). But after an IDR frame, a frame that
-repeats it is a P slice made only of skipped macroblocks, and with B-frames off (so
-picture order follows frame_num) and a constant QP, the bytes of the k-th such slice
-after an IDR depend only on k and the encoder settings, not on the picture.
-
-So for each resolution we ask x264 once for a run of skip frames (a "template", kept
-on disk), and for each video we ask it only for one IDR frame per card, encoded with
-the same settings. The stream is IDR(card 1) + k skip frames + IDR(card 2) + ...
-The SPS/PPS of both encodes are compared before they are combined; if they ever
-differ (another x264 build, other settings) the plain pipeline is used instead.
+A short's motion is slow (a background panning a few pixels a frame, captions that
+change a few times a second), so the composition is drawn and encoded at 15 pictures a
+second, and each picture is then shown for two frames. The second frame costs nothing
+to make: after any picture, a P slice whose every macroblock is skipped (zero motion,
+no residual) repeats it exactly, and its bytes depend only on the frame size and the
+encoder settings, apart from the slice header's frame_num. So one such slice is asked
+of x264 per frame size (kept on disk), and the stream is rebuilt as picture, skip,
+picture, skip ..., with every slice's frame_num renumbered (a fixed-width field, so the
+rest of each slice is untouched). x264 runs with B-frames off and one reference frame,
+so every picture predicts from the frame just before it, which is now the identical
+skip frame. The SPS/PPS of both encodes are compared first; if they ever differ
+(another x264 build or settings) the caller encodes every frame instead.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import tempfile
 import threading
@@ -27,18 +28,8 @@ import imageio_ffmpeg
 
 FPS = 30
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-# Long enough that no IDR is inserted inside a card (cards are held at most 60 s).
-_KEYINT = 4000
-# Constant quantiser: keeps skip slices byte-identical and text crisp.
-_QP = 21
-_X264 = [
-    "-c:v", "libx264", "-preset", "ultrafast", "-qp", str(_QP), "-pix_fmt", "yuv420p",
-    "-x264-params", f"keyint={_KEYINT}:min-keyint={_KEYINT}:scenecut=0:bframes=0:threads=2",
-    "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv",
-]
-_TO_YUV = ["-vf", "scale=out_color_matrix=bt709:out_range=tv:flags=bicubic,format=yuv420p,setsar=1"]
-
 NAL_SLICE, NAL_IDR, NAL_SEI, NAL_SPS, NAL_PPS = 1, 5, 6, 7, 8
+START = b"\x00\x00\x00\x01"
 
 
 class EncodeError(RuntimeError):
@@ -55,23 +46,25 @@ def run_ffmpeg(args: list[str], stdin: bytes | None = None) -> bytes:
     return process.stdout
 
 
+def run_ffmpeg_stderr(args: list[str]) -> str:
+    """Run ffmpeg for what it reports (filters such as loudnorm print to stderr)."""
+    process = subprocess.run([FFMPEG, "-hide_banner", "-nostdin", *args], capture_output=True)
+    stderr = process.stderr.decode(errors="replace")
+    if process.returncode != 0:
+        raise EncodeError("ffmpeg failed: " + " | ".join(stderr.strip().splitlines()[-3:]))
+    return stderr
+
+
 def split_nal_units(stream: bytes) -> list[bytes]:
     """Annex B byte stream -> NAL units (without start codes)."""
+    positions = [m.end() for m in re.finditer(b"\x00\x00\x01", stream)]
     units = []
-    positions = []
-    i = 0
-    while True:
-        i = stream.find(b"\x00\x00\x01", i)
-        if i < 0:
-            break
-        positions.append(i + 3)
-        i += 3
     for n, start in enumerate(positions):
         end = positions[n + 1] - 3 if n + 1 < len(positions) else len(stream)
-        # a 4-byte start code leaves a trailing zero on the previous unit
         unit = stream[start:end]
-        if n + 1 < len(positions) and unit.endswith(b"\x00"):
-            unit = unit[:-1]
+        # a 4-byte start code leaves a trailing zero on the previous unit
+        if n + 1 < len(positions):
+            unit = unit.rstrip(b"\x00")
         units.append(unit)
     return units
 
@@ -80,107 +73,154 @@ def nal_type(unit: bytes) -> int:
     return unit[0] & 0x1F
 
 
-def _raw_input(width: int, height: int) -> list[str]:
-    return ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(FPS), "-i", "pipe:0"]
+def _unescape(payload: bytes) -> bytes:
+    """NAL payload -> RBSP (emulation-prevention bytes removed)."""
+    return re.sub(b"\x00\x00\x03", b"\x00\x00", payload)
+
+
+def _escape(rbsp: bytes) -> bytes:
+    """RBSP -> NAL payload (00 00 0x becomes 00 00 03 0x)."""
+    return re.sub(b"\x00\x00(?=[\x00-\x03])", b"\x00\x00\x03", rbsp)
+
+
+class _Bits:
+    """Reads a bit string MSB first, with Exp-Golomb codes."""
+
+    def __init__(self, data: bytes):
+        self.value = int.from_bytes(data, "big")
+        self.size = len(data) * 8
+        self.pos = 0
+
+    def u(self, n: int) -> int:
+        if self.pos + n > self.size:
+            raise EncodeError("H.264 header shorter than expected")
+        self.pos += n
+        return (self.value >> (self.size - self.pos)) & ((1 << n) - 1)
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise EncodeError("bad Exp-Golomb code")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """What the slice headers need from the SPS/PPS."""
+
+    log2_max_frame_num: int
+    poc_type: int
+    log2_max_poc_lsb: int
+    bottom_field_poc: bool
+
+
+def stream_format(sps: bytes, pps: bytes) -> StreamFormat:
+    bits = _Bits(_unescape(sps[1:]))
+    profile = bits.u(8)
+    bits.u(16)  # constraint flags, level
+    bits.ue()  # sps id
+    if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+        if bits.ue() == 3:  # chroma_format_idc
+            bits.u(1)
+        bits.ue(), bits.ue(), bits.u(1)
+        if bits.u(1):
+            raise EncodeError("scaling matrices are not expected")
+    log2_max_frame_num = bits.ue() + 4
+    poc_type = bits.ue()
+    log2_max_poc_lsb = bits.ue() + 4 if poc_type == 0 else 0
+    if poc_type == 1:
+        raise EncodeError("picture order count type 1 is not expected")
+    pps_bits = _Bits(_unescape(pps[1:]))
+    pps_bits.ue(), pps_bits.ue(), pps_bits.u(1)
+    return StreamFormat(log2_max_frame_num, poc_type, log2_max_poc_lsb, bool(pps_bits.u(1)))
+
+
+def renumber(unit: bytes, fmt: StreamFormat, frame_num: int) -> bytes:
+    """A slice NAL unit with its frame_num (and, for POC type 0, its POC LSB) rewritten;
+    both are fixed-width, so nothing else in the slice moves."""
+    rbsp = bytearray(_unescape(unit[1:]))
+    bits = _Bits(bytes(rbsp[:32]))
+    bits.ue(), bits.ue(), bits.ue()  # first_mb_in_slice, slice_type, pps id
+    fields = [(bits.pos, fmt.log2_max_frame_num, frame_num % (1 << fmt.log2_max_frame_num))]
+    if fmt.poc_type == 0:
+        bits.u(fmt.log2_max_frame_num)
+        if nal_type(unit) == NAL_IDR:
+            bits.ue()
+        fields.append((bits.pos, fmt.log2_max_poc_lsb, (2 * frame_num) % (1 << fmt.log2_max_poc_lsb)))
+    for position, width, value in fields:
+        for i in range(width):
+            byte, bit = divmod(position + i, 8)
+            mask = 0x80 >> bit
+            if (value >> (width - 1 - i)) & 1:
+                rbsp[byte] |= mask
+            else:
+                rbsp[byte] &= ~mask & 0xFF
+    return unit[:1] + _escape(bytes(rbsp))
 
 
 @dataclass(frozen=True)
 class SkipTemplate:
-    """SPS, PPS and the skip slices that follow an IDR frame at one resolution."""
-
     sps: bytes
     pps: bytes
-    skip_slices: tuple[bytes, ...]
+    skip: bytes  # a P slice that repeats the previous picture
 
 
-_templates: dict[tuple[int, int], SkipTemplate] = {}
-# one lock per frame size: building the 4K template must not hold up a 720p render
-_template_locks: dict[tuple[int, int], threading.Lock] = {}
-_locks_lock = threading.Lock()
+_templates: dict[tuple, SkipTemplate] = {}
+_template_lock = threading.Lock()
 
 
-def _template_path(cache_dir: Path, width: int, height: int, frames: int) -> Path:
-    settings = hashlib.sha256(repr((_X264, _TO_YUV, FFMPEG, frames)).encode()).hexdigest()[:16]
-    return cache_dir / f"skip-{width}x{height}-{settings}.h264"
-
-
-def skip_template(width: int, height: int, max_frames: int, cache_dir: Path) -> SkipTemplate:
-    """The skip-slice template for this size, from memory, disk, or one x264 run."""
-    with _locks_lock:
-        lock = _template_locks.setdefault((width, height), threading.Lock())
-    with lock:
-        cached = _templates.get((width, height))
-        if cached and len(cached.skip_slices) >= max_frames - 1:
-            return cached
-        # 15 s covers every card of a 60 s short; a longer card asks for a longer run
-        frames = max(max_frames, 15 * FPS)
-        path = _template_path(cache_dir, width, height, frames)
+def skip_template(width: int, height: int, x264: list[str], cache_dir: Path) -> SkipTemplate:
+    """The all-skip P slice for this frame size and these x264 settings: from memory,
+    from disk, or from one x264 run on two identical black frames."""
+    key = (width, height, tuple(x264))
+    with _template_lock:
+        if key in _templates:
+            return _templates[key]
+        settings = hashlib.sha256(repr((key, FFMPEG)).encode()).hexdigest()[:16]
+        path = cache_dir / f"skip-{width}x{height}-{settings}.h264"
         if path.exists():
             stream = path.read_bytes()
         else:
-            source = ["-f", "lavfi", "-i", f"color=c=black:s={width}x{height}:r={FPS}"]
-            stream = run_ffmpeg([*source, *_TO_YUV, *_X264, "-frames:v", str(frames), "-f", "h264", "pipe:1"])
+            stream = run_ffmpeg(["-f", "lavfi", "-i", f"color=c=black:s={width}x{height}:r={FPS}",
+                                 "-vf", "format=yuv420p", *x264, "-frames:v", "2", "-f", "h264", "pipe:1"])
             cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
             with os.fdopen(fd, "wb") as handle:
                 handle.write(stream)
             os.replace(tmp, path)
         units = split_nal_units(stream)
-        sps = next(u for u in units if nal_type(u) == NAL_SPS)
-        pps = next(u for u in units if nal_type(u) == NAL_PPS)
-        slices = tuple(u for u in units if nal_type(u) == NAL_SLICE)
-        if sum(nal_type(u) == NAL_IDR for u in units) != 1 or len(slices) != frames - 1:
+        slices = [u for u in units if nal_type(u) == NAL_SLICE]
+        if len(slices) != 1:
             raise EncodeError("unexpected skip template layout")
-        template = SkipTemplate(sps, pps, slices)
-        _templates[(width, height)] = template
+        template = SkipTemplate(next(u for u in units if nal_type(u) == NAL_SPS),
+                                next(u for u in units if nal_type(u) == NAL_PPS), slices[0])
+        _templates[key] = template
         return template
 
 
-def encode_idr_frames(frames: list[bytes], width: int, height: int) -> tuple[bytes, bytes, list[bytes]]:
-    """Encode each RGB frame as an IDR picture with the template's settings.
-    Returns (sps, pps, [idr slice NAL per frame])."""
-    stream = run_ffmpeg([*_raw_input(width, height), *_TO_YUV, *_X264,
-                         "-force_key_frames", "expr:1", "-forced-idr", "1",
-                         "-f", "h264", "pipe:1"], stdin=b"".join(frames))
+def double_frame_rate(stream: bytes, template: SkipTemplate) -> bytes | None:
+    """Each picture of an Annex B stream followed by a skip frame that repeats it, every
+    slice renumbered; None when the stream's parameter sets are not the template's."""
     units = split_nal_units(stream)
     sps = {u for u in units if nal_type(u) == NAL_SPS}
     pps = {u for u in units if nal_type(u) == NAL_PPS}
-    idrs = [u for u in units if nal_type(u) == NAL_IDR]
-    if len(sps) != 1 or len(pps) != 1 or len(idrs) != len(frames):
-        raise EncodeError("unexpected IDR stream layout")
-    return sps.pop(), pps.pop(), idrs
-
-
-def stills_to_h264(frames: list[bytes], frame_counts: list[int], width: int, height: int,
-                   cache_dir: Path) -> bytes | None:
-    """An Annex B stream showing frames[i] for frame_counts[i] frames each, or None when
-    the two encodes' parameter sets differ (then the caller encodes plainly)."""
-    template = skip_template(width, height, max(frame_counts), cache_dir)
-    sps, pps, idrs = encode_idr_frames(frames, width, height)
-    if sps != template.sps or pps != template.pps:
+    if sps != {template.sps} or pps != {template.pps}:
         return None
-    start = b"\x00\x00\x00\x01"
-    parts = []
-    for idr, count in zip(idrs, frame_counts):
-        parts += [start + sps, start + pps, start + idr]
-        parts += [start + s for s in template.skip_slices[:count - 1]]
-    return b"".join(parts)
-
-
-def stills_to_h264_plainly(frames: list[bytes], frame_counts: list[int], width: int, height: int,
-                           workdir: Path) -> bytes:
-    """The straightforward pipeline, every frame through x264: each card is decoded once
-    and held for its duration by ffmpeg's concat demuxer and fps filter."""
-    from PIL import Image
-
-    listing = []
-    for n, (frame, count) in enumerate(zip(frames, frame_counts)):
-        path = workdir / f"card-{n}.bmp"
-        Image.frombytes("RGB", (width, height), frame).save(path)
-        listing.append(f"file '{path}'\nduration {count / FPS:.6f}\n")
-    # the concat demuxer ignores the last entry's duration unless the file is listed again
-    listing.append(f"file '{workdir / f'card-{len(frames) - 1}.bmp'}'\n")
-    (workdir / "cards.txt").write_text("".join(listing))
-    return run_ffmpeg(["-f", "concat", "-safe", "0", "-i", str(workdir / "cards.txt"), "-vf",
-                       f"fps={FPS},scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,setsar=1",
-                       *_X264, "-frames:v", str(sum(frame_counts)), "-f", "h264", "pipe:1"])
+    fmt = stream_format(template.sps, template.pps)
+    out: list[bytes] = []
+    frame_num = 0
+    for unit in units:
+        kind = nal_type(unit)
+        if kind not in (NAL_SLICE, NAL_IDR):
+            out.append(START + unit)
+            continue
+        if _Bits(_unescape(unit[1:6])).ue() != 0:
+            return None  # a picture in several slices: not what this expects
+        if kind == NAL_IDR:
+            frame_num = 0
+        out.append(START + renumber(unit, fmt, frame_num))
+        out.append(START + renumber(template.skip, fmt, frame_num + 1))
+        frame_num += 2
+    return b"".join(out)

@@ -102,6 +102,10 @@ class JobControl:
         longer ours."""
         await self._fenced(job, "fail", "select app.fail_job(%s, %s, %s) as done", message)
 
+    async def note(self, job: ClaimedJob, text: str) -> None:
+        """Tell the user what the render could not do (e.g. no voice for the language)."""
+        await self._call("select app.note_job(%s, %s) as done", (job.id, text))
+
     def bound(self, job: ClaimedJob) -> "ClaimControl":
         """This control as seen by the renderer of one claim."""
         return ClaimControl(self, job)
@@ -119,3 +123,8 @@ class ClaimControl:
         if job_id != self._job.id:
             raise ValueError(f"this control reports for job {self._job.id}, not {job_id}")
         await self._control.progress(self._job, percent)
+
+    async def note(self, job_id: UUID, text: str) -> None:
+        if job_id != self._job.id:
+            raise ValueError(f"this control reports for job {self._job.id}, not {job_id}")
+        await self._control.note(self._job, text)

@@ -34,11 +34,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from web.config import from_env
 
-from . import h264
+from . import render
 from .billing import register_billing
 from .jobs import BadPayload, ClaimedJob, JobControl, LostClaim, job_id_from_payload
 from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
+from .script import writer_from_env
 
 log = logging.getLogger("worker")
 
@@ -84,11 +85,16 @@ async def render_job(control: JobControl, settings: WorkerSettings, job: Claimed
     def progress(percent: int) -> None:
         asyncio.run_coroutine_threadsafe(control.progress(job.id, percent), loop).result(timeout=30)
 
-    duration = int((job.options or {}).get("duration_seconds", 20))
+    options = job.options or {}
+    duration = int(options.get("duration_seconds", 20))
     spec = RenderSpec(job.width, job.height, job.watermark)
-    await asyncio.to_thread(settings.renderer, job.topic, job.platform, duration, spec,
-                            output_path(settings.media_root, job.id), progress,
-                            settings.media_root / ".cache")
+    rendered = await asyncio.to_thread(settings.renderer, job.topic, job.platform, duration, spec,
+                                       output_path(settings.media_root, job.id), progress,
+                                       settings.media_root / ".cache", seed=job.id.int, voice=options.get("voice"),
+                                       script=options.get("script"), writer=writer_from_env())
+    notes = getattr(rendered, "notes", None)
+    if notes:
+        await control.note(job.id, " ".join(notes))
     return f"/media/{job.id}.mp4"
 
 
@@ -105,11 +111,14 @@ async def _after_failure(control: JobControl, settings: WorkerSettings, job: Cla
                 exc_info=error)
     delay = _retry_delay(settings, job.attempts)
     try:
-        if job.attempts < MAX_ATTEMPTS:
+        # a permanent failure (a script writer that refuses the topic) is not retried
+        if job.attempts < MAX_ATTEMPTS and not getattr(error, "permanent", False):
             await control.retry(job, RETRYING_MESSAGE)
             log.info("job %s: retrying in %s", job.id, delay)
         else:
-            await control.fail(job, FAILED_MESSAGE)
+            # a permanent failure's own message is written for the user (no server detail)
+            message = f"{error} We refunded your credit." if getattr(error, "permanent", False) else FAILED_MESSAGE
+            await control.fail(job, message)
             log.error("job %s failed for good after %d attempts; credit refunded", job.id, job.attempts)
             return
     except LostClaim as lost:
@@ -284,12 +293,12 @@ def _newest_mtime(path: Path) -> float:
 
 
 def _warm_templates(cache_dir: Path) -> None:
-    """Build each plan size's skip template in the background, so no user waits for it."""
-    for width, height in PLAN_SIZES:
-        try:
-            h264.skip_template(width, height, 1, cache_dir)
-        except Exception:  # noqa: BLE001 - a render builds it on demand anyway
-            log.exception("could not pre-build the %dx%d template", width, height)
+    """Build each plan size's skip frame and load the narration voice in the background,
+    so no user waits for them."""
+    try:
+        render.warm_up([size for size in PLAN_SIZES], cache_dir)
+    except Exception:  # noqa: BLE001 - a render builds what it needs on demand anyway
+        log.exception("could not warm up the renderer")
 
 
 def _asyncpg_params(dsn: str) -> dict:

@@ -1,27 +1,59 @@
-"""Topic -> vertical MP4: a short script, one still card per line, H.264 + AAC.
+"""Topic -> narrated vertical MP4 with captions that follow the voice.
 
-Deterministic and offline: the same topic always gives the same script and cards.
-Narration is spoken by espeak-ng when the machine has it; otherwise the audio
-track is silence (players and platforms expect one).
+1. A ScriptWriter writes a title and lines (worker/script.py), or the user's own script
+   is taken as written.
+2. A Piper voice speaks each line, paced to fill the requested length; every word's
+   time is known (worker/narration.py). A quiet music bed is synthesised under it and
+   the mix is normalised to -14 LUFS.
+3. Captions of 1–4 words appear as they are spoken, one keyword in the accent colour
+   (worker/captions.py), inside the platform's safe area, in any script
+   (worker/fonts.py).
+4. Each sentence is a scene: a soft gradient background panning slowly, with a short
+   cross-fade into the next. ffmpeg composes it (the background is scaled once per
+   scene, then only cropped, so moving costs nothing; captions are overlaid only while
+   they show) and x264 encodes it with its fastest preset.
+
+The plan decides the frame size, the watermark and closing card (free), the customer's
+logo and colours (Pro, Agency) and the Story Genius name in the file's metadata (not
+on white-label Agency videos). A poster frame (JPEG) is written next to the MP4.
 """
 from __future__ import annotations
 
+import colorsys
 import hashlib
+import logging
 import os
 import random
-import shutil
-import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
 
+from . import captions, fonts, narration, voices
+from . import language as languages
+from .branding import Brand
 from . import h264
+from .h264 import run_ffmpeg
+from .script import OfflineWriter, Script, ScriptRequest, ScriptWriter, parse_topic, user_script
+
+log = logging.getLogger(__name__)
 
 FPS = h264.FPS
-WATERMARK_TEXT = "Story Genius"
+# pictures drawn and encoded a second; each is shown for FPS / MOTION_FPS frames
+MOTION_FPS = 15
+BRAND_NAME = "Story Genius"
+WATERMARK_TEXT = BRAND_NAME
+CLOSING_LINES = ("Follow for more stories like this", f"Made with {BRAND_NAME}")
+CLOSING_SECONDS = 1.6
+TRANSITION_SECONDS = 0.4
+# how much larger than the frame a scene's background is: the room it pans across
+PAN = (0.10, 0.05)
+# backgrounds are drawn at this fraction of the frame size and scaled up once per scene
+BACKGROUND_SCALE = 4
+ACCENT = (255, 214, 10)
 
 # Where each platform's own buttons and captions sit, as fractions of the frame
 # (top, right, bottom, left): text stays inside the rest.
@@ -34,89 +66,47 @@ PALETTES = [
     ((76, 29, 149), (219, 39, 119)), ((12, 74, 110), (20, 184, 166)), ((30, 27, 75), (99, 102, 241)),
     ((124, 45, 18), (234, 179, 8)), ((20, 83, 45), (132, 204, 22)), ((15, 23, 42), (71, 85, 105)),
 ]
-KICKERS = ["Did you know?", "The short story of", "In 20 seconds:", "Here's the thing about"]
-SCENE_LINES = [
-    "Everyone has heard of {topic}. Few know the whole story.",
-    "It starts with a simple question: why does {topic} matter?",
-    "The first surprise: {topic} is older than most people think.",
-    "Then comes the twist that changed everything.",
-    "People still argue about what {topic} really means.",
-    "Here is the part almost nobody tells you.",
-    "Small details about {topic} add up to something big.",
-    "Today, {topic} shapes more of daily life than you would guess.",
-    "Remember this the next time {topic} comes up.",
-]
-CLOSING = ("Follow for more stories like this", "Made with Story Genius")
+# ultrafast: no B-frames and one reference frame, which the frame doubling relies on;
+# a key frame every 2 s of video (30 pictures at MOTION_FPS) so players can seek
+_X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "-pix_fmt", "yuv420p",
+         "-g", "30", "-sc_threshold", "0", "-x264-params", "bframes=0:ref=1",
+         "-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv"]
+_TO_BT709 = "scale=out_color_matrix=bt709:out_range=tv"
 
 
 @dataclass(frozen=True)
 class RenderSpec:
-    """What the paid tier buys: frame size and whether the watermark is drawn."""
+    """What the paid tier buys: frame size, the watermark, the closing card (by default
+    with the watermark: the free plan's), the customer's branding, and white-label."""
 
     width: int
     height: int
     watermark: bool
+    closing_card: bool | None = None
+    brand: Brand | None = None
+    white_label: bool = False
+
+    @property
+    def has_closing_card(self) -> bool:
+        return self.watermark if self.closing_card is None else self.closing_card
 
 
-@dataclass(frozen=True)
-class Card:
-    kind: str  # title | scene | closing
-    heading: str
-    text: str
-    seconds_share: float
+@dataclass
+class Rendered:
+    path: Path
+    poster: Path
+    length: float
+    script: Script
+    language: str
+    voice: str | None
+    sentences: list[narration.Sentence]
+    chunks: list[captions.Chunk]
+    notes: list[str] = field(default_factory=list)
+    loudnorm: str = ""
 
 
-def write_script(topic: str, duration: int) -> list[Card]:
-    """Title card, 4–6 scene lines and a closing card, chosen by the topic's hash."""
-    topic = " ".join(topic.split())
-    seed = int.from_bytes(hashlib.sha256(topic.lower().encode()).digest()[:8], "big")
-    rng = random.Random(seed)
-    scene_count = 4 + seed % 3
-    lines = rng.sample(SCENE_LINES, scene_count)
-    title = topic[:1].upper() + topic[1:]
-    cards = [Card("title", rng.choice(KICKERS), title, 0.18)]
-    scene_share = (1 - 0.18 - 0.14) / scene_count
-    cards += [Card("scene", f"{n}/{scene_count}", line.format(topic=topic), scene_share)
-              for n, line in enumerate(lines, 1)]
-    cards.append(Card("closing", CLOSING[1], CLOSING[0], 0.14))
-    return cards
-
-
-def frame_counts(cards: list[Card], duration: int) -> list[int]:
-    """Frames per card, summing exactly to duration × FPS."""
-    total = duration * FPS
-    counts = [max(1, int(card.seconds_share * total)) for card in cards]
-    counts[-1] += total - sum(counts)
-    return counts
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    # Pillow's bundled FreeType font: no system fonts needed on the worker
-    return ImageFont.load_default(size=size)
-
-
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, max_width: int) -> list[str]:
-    lines: list[str] = []
-    for word in text.split():
-        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= max_width:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            # a single word wider than the line is broken by characters
-            while draw.textlength(word, font=font) > max_width and len(word) > 1:
-                cut = len(word)
-                while cut > 1 and draw.textlength(word[:cut], font=font) > max_width:
-                    cut -= 1
-                lines.append(word[:cut])
-                word = word[cut:]
-            lines.append(word)
-    return lines
-
-
-def _gradient(width: int, height: int, top: tuple, bottom: tuple) -> Image.Image:
-    """Top-to-bottom gradient, dimmed a quarter so white captions stay readable."""
-    column = Image.new("RGB", (1, 256))
-    column.putdata([tuple(round((a + (b - a) * y / 255) * 0.75) for a, b in zip(top, bottom)) for y in range(256)])
-    return column.resize((width, height), Image.Resampling.BILINEAR)
+def topic_seed(topic: str) -> int:
+    return int.from_bytes(hashlib.sha256(" ".join(topic.lower().split()).encode()).digest()[:8], "big")
 
 
 def watermark_box(spec: RenderSpec, platform: str) -> tuple[int, int, int, int]:
@@ -126,100 +116,337 @@ def watermark_box(spec: RenderSpec, platform: str) -> tuple[int, int, int, int]:
     return x, y, x + int(spec.width * 0.42), y + int(spec.width * 0.085)
 
 
-def draw_card(card: Card, spec: RenderSpec, platform: str, palette: tuple) -> Image.Image:
-    """One card as an RGB image: gradient, wrapped caption in the safe area, watermark."""
-    w, h = spec.width, spec.height
-    image = _gradient(w, h, *palette)
-    draw = ImageDraw.Draw(image)
-    top, right, bottom, left = SAFE_MARGINS[platform]
-    box_left, box_right = int(w * left), int(w * (1 - right))
-    box_top, box_bottom = int(h * top), int(h * (1 - bottom))
-    max_width = box_right - box_left
+def logo_box(spec: RenderSpec, platform: str) -> tuple[int, int, int, int]:
+    """Where a customer's logo goes (the corner the free plan's watermark takes)."""
+    top, _, _, left = SAFE_MARGINS[platform]
+    x, y = int(spec.width * left), int(spec.height * top * 0.3)
+    return x, y, x + int(spec.width * 0.4), y + int(spec.height * top * 0.62)
 
-    size = w // (9 if card.kind == "title" else 12)
-    while True:
-        font = _font(size)
-        lines = _wrap(draw, card.text, font, max_width)
-        line_height = int(size * 1.22)
-        heading_font = _font(max(size // 2, 12))
-        block = len(lines) * line_height + int(size * 0.9)
-        if block <= box_bottom - box_top or size <= w // 40:
-            break
-        size = int(size * 0.88)
 
-    y = box_top + (box_bottom - box_top - block) // 2
-    stroke = max(1, size // 22)
-    draw.text((box_left, y), card.heading.upper(), font=heading_font, fill=(255, 255, 255, 210),
-              stroke_width=max(1, stroke // 2), stroke_fill=(0, 0, 0))
-    y += int(size * 0.9)
-    for line in lines:
-        draw.text((box_left, y), line, font=font, fill=(255, 255, 255), stroke_width=stroke, stroke_fill=(20, 16, 30))
-        y += line_height
+def closing_box(spec: RenderSpec) -> tuple[int, int, int, int]:
+    """The band the closing card's text fills (tests look here)."""
+    return 0, int(spec.height * 0.36), spec.width, int(spec.height * 0.62)
 
-    if spec.watermark:
-        x0, y0, x1, y1 = watermark_box(spec, platform)
-        overlay = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0))
-        pill = ImageDraw.Draw(overlay)
-        pill.rounded_rectangle([0, 0, x1 - x0 - 1, y1 - y0 - 1], radius=(y1 - y0) // 2, fill=(0, 0, 0, 150))
-        mark_font = _font(int((y1 - y0) * 0.55))
-        text_width = pill.textlength(WATERMARK_TEXT, font=mark_font)
-        pill.text(((x1 - x0 - text_width) / 2, (y1 - y0) * 0.2), WATERMARK_TEXT, font=mark_font,
-                  fill=(255, 255, 255, 235))
-        image.paste(overlay, (x0, y0), overlay)
+
+# ---------------------------------------------------------------------------------
+# pictures
+
+def _shade(colour: tuple, hue_shift: float, light: float) -> tuple[int, int, int]:
+    h, l, s = colorsys.rgb_to_hls(*(c / 255 for c in colour))
+    r, g, b = colorsys.hls_to_rgb((h + hue_shift) % 1, min(1, max(0, l * light)), s)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def palette_for(seed: int, brand: Brand | None) -> tuple[tuple, tuple]:
+    if brand and brand.primary:
+        return _shade(brand.primary, 0, 0.55), _shade(brand.primary, 0.04, 1.1)
+    return PALETTES[seed % len(PALETTES)]
+
+
+def background(width: int, height: int, palette: tuple, rng: random.Random, scene: int) -> Image.Image:
+    """A soft diagonal gradient with a few blurred light blobs, dimmed so white captions
+    stay readable. Drawn small; ffmpeg scales it up once."""
+    top, bottom = (_shade(c, 0.03 * (scene % 3 - 1), 1.0) for c in palette)
+    y = np.linspace(0, 1, height, dtype=np.float32)[:, None]
+    x = np.linspace(0, 1, width, dtype=np.float32)[None, :]
+    mix = np.clip(0.8 * y + 0.2 * (x if scene % 2 else 1 - x), 0, 1)[..., None]
+    pixels = (np.array(top, np.float32) * (1 - mix) + np.array(bottom, np.float32) * mix) * 0.72
+    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    blobs = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(blobs)
+    for _ in range(4):
+        radius = rng.uniform(0.18, 0.42) * width
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        colour = _shade(palette[rng.randrange(2)], rng.uniform(-0.06, 0.06), rng.uniform(1.2, 1.7))
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=(*colour, 95))
+    blobs = blobs.filter(ImageFilter.GaussianBlur(width / 12))
+    image.paste(blobs, (0, 0), blobs)
     return image
 
 
-def _narration(cards: list[Card], duration: int, workdir: Path) -> Path | None:
-    """A WAV of the script spoken by espeak-ng, if it is installed."""
-    espeak = shutil.which("espeak-ng")
-    if not espeak:
+def watermark_image(spec: RenderSpec, platform: str) -> tuple[Image.Image, tuple[int, int]]:
+    x0, y0, x1, y1 = watermark_box(spec, platform)
+    overlay = Image.new("RGBA", (x1 - x0, y1 - y0), (0, 0, 0, 0))
+    pill = ImageDraw.Draw(overlay)
+    pill.rounded_rectangle([0, 0, x1 - x0 - 1, y1 - y0 - 1], radius=(y1 - y0) // 2, fill=(0, 0, 0, 150))
+    size = int((y1 - y0) * 0.5)
+    width = fonts.text_width(WATERMARK_TEXT, size)
+    ascent, descent = fonts.line_metrics(size)
+    fonts.draw_text(overlay, ((x1 - x0 - width) / 2, (y1 - y0 - ascent - descent) / 2), WATERMARK_TEXT, size,
+                    (255, 255, 255, 235))
+    return overlay, (x0, y0)
+
+
+def logo_image(spec: RenderSpec, platform: str) -> tuple[Image.Image, tuple[int, int]] | None:
+    logo = spec.brand.logo() if spec.brand else None
+    if logo is None:
         return None
-    text = ". ".join(card.text for card in cards if card.kind != "closing")
-    path = workdir / "narration.wav"
-    # speak fast enough to fit the requested duration
-    words = max(1, len(text.split()))
-    rate = min(260, max(140, int(words / max(duration - 1, 1) * 60)))
-    result = subprocess.run([espeak, "-s", str(rate), "-w", str(path), text], capture_output=True)
-    return path if result.returncode == 0 and path.exists() else None
+    x0, y0, x1, y1 = logo_box(spec, platform)
+    logo.thumbnail((x1 - x0, y1 - y0), Image.Resampling.LANCZOS)
+    return logo, (x0, y0 + (y1 - y0 - logo.height) // 2)
 
 
-def mux(video: Path, audio: Path | None, duration: int, output: Path) -> None:
-    """H.264 elementary stream + audio (or silence) -> MP4 that starts playing at once."""
-    audio_input = ["-i", str(audio)] if audio else ["-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo"]
-    h264.run_ffmpeg(["-y", "-f", "h264", "-framerate", str(FPS), "-i", str(video), *audio_input,
-                     "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-                     "-af", "apad", "-c:a", "aac", "-b:a", "96k", "-ac", "2", "-ar", "44100",
-                     "-t", str(duration), "-movflags", "+faststart", "-f", "mp4", str(output)])
+def title_image(title: str, spec: RenderSpec, box: captions.Box, language: str) -> Image.Image:
+    words = title.split() if languages.spaced(language) else [title]
+    return captions.draw_words(words, None, spec.width // 17, box.width, 2, language, ACCENT,
+                               min_size=spec.width // 30, fill=(255, 255, 255, 230))
+
+
+def closing_image(spec: RenderSpec) -> Image.Image:
+    """The free plan's closing card: the frame darkened, the call to follow and our name."""
+    card = Image.new("RGBA", (spec.width, spec.height), (10, 8, 20, 200))
+    x0, y0, x1, y1 = closing_box(spec)
+    follow = captions.draw_words(CLOSING_LINES[0].split(), None, spec.width // 11, int(spec.width * 0.84), 3,
+                                 "en", ACCENT)
+    made = captions.draw_words(CLOSING_LINES[1].upper().split(), 3, spec.width // 16, int(spec.width * 0.84), 2,
+                               "en", ACCENT)
+    gap = spec.height // 40
+    top = y0 + (y1 - y0 - follow.height - gap - made.height) // 2
+    card.alpha_composite(follow, ((spec.width - follow.width) // 2, top))
+    card.alpha_composite(made, ((spec.width - made.width) // 2, top + follow.height + gap))
+    return card
+
+
+# ---------------------------------------------------------------------------------
+# the render
+
+@dataclass
+class _Layer:
+    """An RGBA picture overlaid at (x, y), from start to end seconds (None: throughout)."""
+
+    image: Image.Image
+    x: int
+    y: int
+    start: float | None = None
+    end: float | None = None
+
+
+def _settings(environ=None) -> dict:
+    env = os.environ if environ is None else environ
+    return {"tts": (env.get("TTS_ENABLED") or "1").lower() not in ("0", "false", "no", "off"),
+            "voice": env.get("TTS_VOICE") or voices.DEFAULT_VOICE,
+            "music": (env.get("RENDER_MUSIC") or "1").lower() not in ("0", "false", "no", "off")}
 
 
 def render_short(topic: str, platform: str, duration: int, spec: RenderSpec, output: Path,
                  progress: Callable[[int], None] = lambda percent: None,
-                 cache_dir: Path | None = None) -> Path:
-    """Render the short to `output` (written under a temporary name, then renamed, so a
-    half-written file is never served). Calls progress(percent) as it goes."""
+                 cache_dir: Path | None = None, *, seed: int | None = None, voice: str | None = None,
+                 script: str | None = None, writer: ScriptWriter | None = None, tts: bool | None = None,
+                 music: bool | None = None) -> Rendered:
+    """Render the short to `output` and its poster to output.with_suffix('.jpg') (both
+    written under temporary names, then renamed, so a half-written file is never
+    served). Calls progress(percent) as it goes. `seed` (the job id) varies the take;
+    `voice`, `tts` and `music` default to the TTS_VOICE, TTS_ENABLED and RENDER_MUSIC
+    settings. `cache_dir` keeps the per-size skip frame (default: next to the output)."""
     if platform not in SAFE_MARGINS:
         raise ValueError(f"unknown platform {platform!r}")
+    settings = _settings()
+    tts = settings["tts"] if tts is None else tts
+    music = settings["music"] if music is None else music
+    seed = topic_seed(topic) if seed is None else seed
+    rng = random.Random(seed)
     output.parent.mkdir(parents=True, exist_ok=True)
-    cache_dir = cache_dir or output.parent / ".cache"
-    cards = write_script(topic, duration)
-    counts = frame_counts(cards, duration)
-    palette = PALETTES[int(hashlib.sha256(topic.lower().encode()).hexdigest(), 16) % len(PALETTES)]
+    notes: list[str] = []
+
+    language = languages.detect(script or topic)
+    closing = CLOSING_SECONDS if spec.has_closing_card else 0.0
+    if script:
+        written = user_script(topic, script)
+    else:
+        speech = duration - narration.LEAD_IN - narration.TAIL[0] - closing
+        written = (writer or OfflineWriter()).write(ScriptRequest(topic, duration, language, seed, speech))
+        language = languages.detect(" ".join(written.lines)) if written.source == "api" else language
     progress(10)
-    frames = [draw_card(card, spec, platform, palette).tobytes() for card in cards]
-    progress(35)
+
+    speaker = None
+    if tts:
+        speaker = voices.voice_for_language(language, voice or settings["voice"])
+        if speaker is None:
+            notes.append(f"No narration voice speaks {languages.NAMES.get(language, language)} yet, so this "
+                         "video has captions and music only.")
+        elif voice and speaker != voice:
+            notes.append(f"The voice {voice} does not speak {languages.NAMES.get(language, language)}; "
+                         f"{speaker} narrated instead.")
+    spoken = narration.narrate(list(written.lines), language, speaker, duration, closing)
+    frames = max(2, round(spoken.length * MOTION_FPS)) * (FPS // MOTION_FPS)
+    length = frames / FPS
+    progress(30)
+
+    box = captions.safe_box(spec.width, spec.height, SAFE_MARGINS[platform])
+    keywords = {k.lower() for k in parse_topic(topic).keywords}
+    caption_end = _frame_time(length - closing)
+    chunks = captions.chunk(spoken.sentences, language, keywords, caption_end)
+    accent = spec.brand.accent if spec.brand and spec.brand.accent else ACCENT
+    layers: list[_Layer] = []
+    title = title_image(written.title, spec, box, language)
+    layers.append(_Layer(title, box.left + (box.width - title.width) // 2, box.top, None, caption_end))
+    caption_top = box.top + title.height + spec.height // 30
+    caption_area = captions.Box(box.left, caption_top, box.right, box.bottom)
+    for item in chunks:
+        image = captions.draw_words(item.words, item.highlight, spec.width // 9, caption_area.width, 2, language,
+                                    accent, min_size=spec.width // 16)
+        x = caption_area.left + (caption_area.width - image.width) // 2
+        y = caption_area.top + int(caption_area.height * 0.45) - image.height // 2
+        shown = _frame_time(item.start)
+        layers.append(_Layer(image, x, max(caption_area.top, y), shown,
+                             max(_frame_time(item.end), shown + 1 / MOTION_FPS)))
+    logo = logo_image(spec, platform)
+    if logo:
+        layers.append(_Layer(logo[0], *logo[1]))
+    if spec.has_closing_card:
+        layers.append(_Layer(closing_image(spec), 0, 0, caption_end, None))
+    if spec.watermark:
+        mark, (x, y) = watermark_image(spec, platform)
+        layers.append(_Layer(mark, x, y))
+
+    palette = palette_for(seed, spec.brand)
+    # a scene per sentence, starting as it is spoken (scenes shorter than two fades merge)
+    bounds = [0.0]
+    for sentence in spoken.sentences[1:]:
+        start = _frame_time(sentence.start)
+        if start - bounds[-1] >= 2 * TRANSITION_SECONDS and length - start >= 2 * TRANSITION_SECONDS:
+            bounds.append(start)
+    bounds.append(length)
+    small = (max(16, round(spec.width * (1 + PAN[0]) / BACKGROUND_SCALE)),
+             max(16, round(spec.height * (1 + PAN[1]) / BACKGROUND_SCALE)))
+    scenes = [background(*small, palette, rng, n) for n in range(len(bounds) - 1)]
+    progress(45)
+
+    mixed = narration.mix(spoken, narration.music_bed(length, seed) if music else None)
+    mixed = np.resize(mixed, round(length * narration.SAMPLE_RATE))
     with tempfile.TemporaryDirectory(prefix="render-", dir=output.parent) as tmp:
         workdir = Path(tmp)
-        stream = h264.stills_to_h264(frames, counts, spec.width, spec.height, cache_dir)
-        if stream is None:
-            stream = h264.stills_to_h264_plainly(frames, counts, spec.width, spec.height, workdir)
-        video = workdir / "video.h264"
-        video.write_bytes(stream)
-        del frames, stream
-        progress(65)
-        audio = _narration(cards, duration, workdir)
-        progress(80)
+        wav = narration.write_wav(mixed, workdir / "audio.wav")
+        loudnorm = narration.loudnorm_filter(wav)
         partial = workdir / "video.mp4"
-        mux(video, audio, duration, partial)
+        _compose(spec, scenes, bounds, layers, wav, loudnorm, frames, workdir, partial,
+                 cache_dir or output.parent / ".cache", title=written.title)
+        progress(90)
+        poster = workdir / "poster.jpg"
+        # a moment with the title and the first words on screen
+        poster_time = min(length - 1 / FPS, chunks[0].start + 0.4 if chunks else 1.0)
+        run_ffmpeg(["-ss", f"{poster_time:.3f}", "-i", str(partial), "-frames:v", "1",
+                    "-vf", f"scale={min(spec.width, 720)}:-2", "-q:v", "3", "-y", str(poster)])
         progress(95)
+        poster_path = output.with_suffix(".jpg")
+        os.replace(poster, poster_path)
         os.replace(partial, output)
-    return output
+    return Rendered(output, poster_path, length, written, language, speaker, spoken.sentences, chunks, notes,
+                    loudnorm)
+
+
+def warm_up(sizes: list[tuple[int, int]], cache_dir: Path) -> None:
+    """What the first render would otherwise wait for: the skip frame of each size, the
+    default voice (loaded once per process) and the fonts' character maps. Logs what is
+    missing, with the command that installs it."""
+    missing = fonts.missing_fonts()
+    if missing:
+        log.warning("fonts missing: %s; captions fall back to other fonts. Install them with: "
+                    "apt-get install %s (or put the files in a folder named by FONT_DIRS)",
+                    ", ".join(missing), fonts.DEBIAN_PACKAGES)
+    fonts.chain("en")
+    for width, height in sizes:
+        h264.skip_template(width, height, _X264, cache_dir)
+    settings = _settings()
+    if settings["tts"]:
+        voices.load(settings["voice"])
+
+
+def _frame_time(seconds: float) -> float:
+    """`seconds` on the composition's clock (MOTION_FPS ticks)."""
+    return round(seconds * MOTION_FPS) / MOTION_FPS
+
+
+def _raw_input(image: Image.Image, path: Path, mode: str) -> list[str]:
+    image = image.convert(mode)
+    path.write_bytes(image.tobytes())
+    pix = {"RGB": "rgb24", "RGBA": "rgba"}[mode]
+    return ["-f", "rawvideo", "-pix_fmt", pix, "-s", f"{image.width}x{image.height}",
+            "-framerate", str(MOTION_FPS), "-i", str(path)]
+
+
+def _scene_graph(spec: RenderSpec, scenes: list[Image.Image], bounds: list[float]) -> tuple[list[str], str]:
+    """Filters for the backgrounds: each scene scaled up once, held, cropped a little
+    further each frame (the pan), and cross-faded into the next over the last
+    TRANSITION_SECONDS before it starts (only those frames are blended)."""
+    w, h = spec.width, spec.height
+    big_w, big_h = _even(w * (1 + PAN[0])), _even(h * (1 + PAN[1]))
+    fade = round(TRANSITION_SECONDS * MOTION_FPS)
+    last = len(scenes) - 1
+    graph, parts = [], []
+    for n, (start, end) in enumerate(zip(bounds, bounds[1:])):
+        count = round((end - start) * MOTION_FPS) + (fade if n else 0)
+        dx, dy = big_w - w, big_h - h
+        # alternate directions so consecutive scenes drift different ways
+        x_from, x_to = (0, dx) if n % 2 == 0 else (dx, 0)
+        y_from, y_to = (0, dy) if n % 4 < 2 else (dy, 0)
+        graph.append(f"[{n}:v]scale={big_w}:{big_h}:flags=bicubic:out_color_matrix=bt709:out_range=tv,"
+                     f"format=yuv420p,loop=loop={count - 1}:size=1:start=0,settb=1/{MOTION_FPS},setpts=N,"
+                     f"crop={w}:{h}:x='{x_from}+({x_to - x_from})*n/{count}':y='{y_from}+({y_to - y_from})*n/{count}'"
+                     f"[s{n}]")
+        head, tail = (fade if n else 0), (fade if n < last else 0)
+        outputs = [name for name, wanted in (("h", head), ("m", True), ("t", tail)) if wanted]
+        graph.append(f"[s{n}]split={len(outputs)}" + "".join(f"[{o}{n}in]" for o in outputs))
+        if head:
+            graph.append(f"[h{n}in]trim=end_frame={head},setpts=N[h{n}]")
+        graph.append(f"[m{n}in]trim=start_frame={head}:end_frame={count - tail},setpts=N[m{n}]")
+        if tail:
+            graph.append(f"[t{n}in]trim=start_frame={count - tail},setpts=N[t{n}]")
+        if n:
+            graph.append(f"[t{n - 1}][h{n}]xfade=transition=fade:duration={TRANSITION_SECONDS}:offset=0[f{n}]")
+            parts.append(f"[f{n}]")
+        parts.append(f"[m{n}]")
+    graph.append("".join(parts) + f"concat=n={len(parts)}:v=1:a=0,settb=1/{MOTION_FPS},setpts=N[bg]")
+    return graph, "bg"
+
+
+def _compose(spec: RenderSpec, scenes: list[Image.Image], bounds: list[float], layers: list[_Layer],
+             audio: Path, loudnorm: str, frames: int, workdir: Path, output: Path, cache_dir: Path,
+             title: str) -> None:
+    """The composition at MOTION_FPS through x264, doubled to 30 fps (worker/h264.py),
+    then muxed with the normalised audio into a fast-start MP4."""
+    inputs: list[str] = []
+    for n, image in enumerate(scenes):
+        inputs += _raw_input(image, workdir / f"scene{n}.rgb", "RGB")
+    graph, current = _scene_graph(spec, scenes, bounds)
+    base = len(scenes)
+    for n, layer in enumerate(layers):
+        inputs += _raw_input(layer.image, workdir / f"layer{n}.rgba", "RGBA")
+        graph.append(f"[{base + n}:v]{_TO_BT709},format=yuva420p[l{n}]")
+        window = []
+        if layer.start is not None:
+            window.append(f"gte(t,{layer.start - 0.001:.4f})")
+        if layer.end is not None:
+            window.append(f"lt(t,{layer.end - 0.001:.4f})")
+        enable = f":enable='{'*'.join(window)}'" if window else ""
+        graph.append(f"[{current}][l{n}]overlay=x={layer.x}:y={layer.y}:eof_action=repeat{enable}[o{n}]")
+        current = f"o{n}"
+    # presented to x264 as consecutive 30 fps frames: doubled afterwards, they are
+    graph.append(f"[{current}]settb=1/{FPS},setpts=N,format=yuv420p,setsar=1[video]")
+    script = workdir / "graph.txt"
+    script.write_text(";\n".join(graph))
+    distinct = frames // 2
+    half = workdir / "half.h264"
+    run_ffmpeg([*inputs, "-/filter_complex", str(script), "-map", "[video]", *_X264, "-r", str(FPS),
+                "-frames:v", str(distinct), "-f", "h264", "-y", str(half)])
+    template = h264.skip_template(spec.width, spec.height, _X264, cache_dir)
+    doubled = h264.double_frame_rate(half.read_bytes(), template)
+    video = workdir / "video.h264"
+    if doubled is None:
+        log.warning("x264's parameter sets differ from the skip template's: encoding every frame")
+        run_ffmpeg(["-f", "h264", "-framerate", str(MOTION_FPS), "-i", str(half), "-vf", f"fps={FPS}",
+                    *_X264, "-frames:v", str(frames), "-f", "h264", "-y", str(video)])
+    else:
+        video.write_bytes(doubled)
+    metadata = ["-metadata", f"title={title}"]
+    if not spec.white_label:
+        metadata += ["-metadata", f"comment=Made with {BRAND_NAME}"]
+    run_ffmpeg(["-f", "h264", "-framerate", str(FPS), "-i", str(video), "-i", str(audio),
+                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                "-af", f"{loudnorm},aresample=44100", "-c:a", "aac", "-b:a", "128k", "-ac", "2",
+                "-t", f"{frames / FPS:.4f}", *metadata, "-map_metadata", "-1", "-fflags", "+bitexact",
+                "-movflags", "+faststart", "-f", "mp4", "-y", str(output)])
+
+
+def _even(value: float) -> int:
+    return int(round(value / 2) * 2)

@@ -5,6 +5,9 @@ from uuid import UUID
 
 from flask import g, jsonify, request
 
+from worker.script import MAX_USER_SCRIPT
+from worker.voices import VOICES
+
 from .. import jobs
 from ..errors import ApiError
 from . import api, require_auth
@@ -24,7 +27,13 @@ def generate():
         raise ApiError(422, "topic: must be 3 to 200 characters", field="topic")
     duration = int_field(body, "duration_seconds", default=jobs.DEFAULT_DURATION,
                          minimum=jobs.MIN_DURATION, maximum=jobs.MAX_DURATION)
-    created = jobs.generate(platform, topic, duration, identity=g.identity)
+    voice = string_field(body, "voice", required=False, max_length=100)
+    if voice is not None and voice not in VOICES:
+        raise ApiError(422, f"voice: must be one of {', '.join(VOICES)}", field="voice")
+    script = string_field(body, "script", required=False, min_length=1, max_length=MAX_USER_SCRIPT, strip=True)
+    if script is not None and not any(ch.isalnum() for ch in script):
+        raise ApiError(422, "script: must contain words to narrate", field="script")
+    created = jobs.generate(platform, topic, duration, identity=g.identity, voice=voice, script=script)
     response = jsonify(job_id=str(created["job_id"]), status="queued", credits_remaining=created["credits_remaining"])
     response.status_code = 202
     response.headers["Location"] = f"/v1/jobs/{created['job_id']}"
