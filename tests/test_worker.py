@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -187,10 +188,10 @@ def test_a_sigkilled_worker_leaves_the_job_to_another(api, connect, database_dsn
     admin = connect("postgres")
     user = api_signup(api)
     uid = user["user"]["id"]
-    set_tier(admin, uid, "pro")
+    set_tier(admin, uid, "starter")
     auth = bearer(user["access_token"])
-    # a fresh media root: the 4K template is not built yet, so the render is slow enough to interrupt
-    job_id = generate(api, auth, duration_seconds=60)
+    # a narrated 1080p render takes seconds: long enough to be interrupted
+    job_id = generate(api, auth, duration_seconds=20)
     first = start_worker(database_dsn, tmp_path)
     try:
         assert wait_for(lambda: job_row(admin, uid, job_id)["status"] == "processing", timeout=60, interval=0.05)
@@ -207,7 +208,7 @@ def test_a_sigkilled_worker_leaves_the_job_to_another(api, connect, database_dsn
         output = stop(second)
     row = job_row(admin, uid, job_id)
     assert row["attempts"] == 2, output
-    assert probe(tmp_path / f"{job_id}.mp4").height == 3840
+    assert probe(tmp_path / f"{job_id}.mp4").height == 1920
     assert balance(admin, uid) == 4 == ledger_sum(admin, uid)
     movements = admin.execute("select reason from credit_ledger where job_id = %s", (job_id,)).fetchall()
     assert [m["reason"] for m in movements] == ["render"]
@@ -226,3 +227,50 @@ def test_the_worker_schedules_renewals_roll_ups_and_purges(database_dsn, media_r
     thread.join()
     assert outcome == [{"renew_free_subscriptions", "roll_up_reporting", "purge_login_attempts",
                         "sweep_stranded_jobs", "reconcile_stripe"}]
+
+
+def test_renders_never_hold_the_slots_a_payments_reread_needs(database_dsn, media_root, connect, make_user,
+                                                              empty_queue):
+    """Renders and the light work (mail, Stripe re-reads, schedules) run in separate lanes
+    of one worker process: with every render slot busy, queued mail still goes out at once
+    (in one lane, a burst of renders made a paying customer wait minutes for their plan)."""
+    from worker.__main__ import run_lanes
+
+    admin = connect("postgres")
+    release = threading.Event()
+    started = []
+
+    def slow_renderer(*args, **kwargs):
+        started.append(time.monotonic())
+        release.wait(60)
+        raise RuntimeError("stopped by the test")
+
+    users = [make_user() for _ in range(3)]
+    for uid in users:
+        with acting_as(admin, uid):
+            admin.execute("select * from app.spend_credit_and_create_job('tiktok', 'a render that takes long')")
+    settings = WorkerSettings(dsn=role_dsn(database_dsn, "sg_worker"), media_root=media_root,
+                              retry_base_seconds=60, renderer=slow_renderer)
+    shutdown = asyncio.Event()
+    loop_holder = []
+
+    async def main():
+        loop_holder.append(asyncio.get_running_loop())
+        await run_lanes(shutdown, concurrency=2, poll_interval=timedelta(seconds=0.2), settings=settings)
+
+    thread = threading.Thread(target=lambda: asyncio.run(main()))
+    thread.start()
+    try:
+        assert wait_for(lambda: len(started) >= 2, timeout=60), "the render lane did not start"
+        # queued once every render slot is busy (queued before, its higher priority would win a slot)
+        admin.execute("select app._queue_email(%s::uuid, 'receipt', %s, %s::jsonb)",
+                      (users[0], f"lane-test:{users[0]}", '{"plan": "Starter", "credits": 20}'))
+        sent = wait_for(lambda: admin.execute(
+            "select sent_at is not null or last_error is not null as done from email_outbox where dedupe_key = %s",
+            (f"lane-test:{users[0]}",)).fetchone()["done"], timeout=15)
+        assert sent, "mail waited behind the renders"
+        assert len(started) == 2  # both render slots still busy meanwhile
+    finally:
+        release.set()
+        loop_holder[0].call_soon_threadsafe(shutdown.set)
+        thread.join(timeout=120)

@@ -308,25 +308,38 @@ def _asyncpg_params(dsn: str) -> dict:
     return {names[key]: value for key, value in params.items() if key in names}
 
 
+# What each lane of a worker process runs. Renders take seconds to minutes each; mail,
+# Stripe re-reads and the schedules take milliseconds. In one lane a burst of renders
+# held every slot and a customer who had just paid waited minutes for their plan: so
+# `python -m worker` runs the two as separate lanes, each with its own slots.
+LANES = ("render", "light", "all")
+
+
 @asynccontextmanager
-async def create_pgqueuer(settings: WorkerSettings | None = None) -> AsyncIterator[PgQueuer]:
+async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "all") -> AsyncIterator[PgQueuer]:
     """Factory for pgqueuer.run: an asyncpg connection for the queue and a small psycopg
-    pool for the job-control calls."""
+    pool for the job-control calls, with the entrypoints of `lane` (render: renders only;
+    light: mail, billing and the schedules; all: both)."""
+    if lane not in LANES:
+        raise ValueError(f"lane must be one of {', '.join(LANES)}")
     settings = settings or WorkerSettings.from_env()
     settings.media_root.mkdir(parents=True, exist_ok=True)
-    for path in remove_stale_scratch(settings.media_root):
-        log.info("removed stale render scratch %s", path)
-    threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache",), daemon=True).start()
+    if lane != "light":
+        for path in remove_stale_scratch(settings.media_root):
+            log.info("removed stale render scratch %s", path)
+        threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache",), daemon=True).start()
     queue_conn = await asyncpg.connect(**_asyncpg_params(settings.dsn))
     pool = AsyncConnectionPool(settings.dsn, min_size=1, max_size=int(os.environ.get("WORKER_POOL_MAX", "4")),
                                kwargs={"autocommit": True}, open=False)
     await pool.open()
     try:
         pgq = PgQueuer.from_asyncpg_connection(queue_conn)
-        register_entrypoints(pgq, JobControl(pool), settings)
-        register_schedules(pgq, pool)
-        register_mail(pgq, pool, MailSettings.from_env())
-        register_billing(pgq, settings.dsn)
+        if lane != "light":
+            register_entrypoints(pgq, JobControl(pool), settings)
+        if lane != "render":
+            register_schedules(pgq, pool)
+            register_mail(pgq, pool, MailSettings.from_env())
+            register_billing(pgq, settings.dsn)
         yield pgq
     finally:
         await pool.close()
