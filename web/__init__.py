@@ -11,7 +11,7 @@ from flask_cors import CORS
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import cli, config, db, errors, logs, migrate
+from . import cli, config, db, errors, headers, logs, migrate
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -86,6 +86,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     logs.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
     migrate.init_app(app)
     cli.init_app(app)
     csrf.init_app(app)

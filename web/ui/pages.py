@@ -1,7 +1,10 @@
 """Signed-in pages: the dashboard (generate + job list) and the public pricing page."""
 from __future__ import annotations
 
-from flask import flash, jsonify, redirect, render_template, url_for
+import io
+from functools import lru_cache
+
+from flask import Response, flash, jsonify, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
 from .. import db, jobs
@@ -55,3 +58,26 @@ def dashboard_jobs():
         cur.execute("select credits_remaining from app.credit_balance()")
         credits = cur.fetchone()["credits_remaining"]
     return jsonify(jobs=[jobs.job_json(r) for r in rows], credits_remaining=credits)
+
+
+@lru_cache(maxsize=1)
+def _favicon_ico() -> bytes:
+    """The brand mark (web/static/favicon.svg: a white play sign on a violet rounded
+    square) as an ICO for browsers and bots that ask for /favicon.ico, drawn once."""
+    from PIL import Image, ImageDraw
+
+    size = 256
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.rounded_rectangle((0, 0, size - 1, size - 1), radius=56, fill="#6d3df5")
+    draw.polygon([(96, 64), (96, 192), (200, 128)], fill="#ffffff")
+    out = io.BytesIO()
+    image.save(out, format="ICO", sizes=[(16, 16), (32, 32), (48, 48)])
+    return out.getvalue()
+
+
+@ui.get("/favicon.ico")
+def favicon():
+    response = Response(_favicon_ico(), mimetype="image/vnd.microsoft.icon")
+    response.headers["Cache-Control"] = "public, max-age=604800"
+    return response
