@@ -25,7 +25,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
 
 PERMISSIONS_POLICY = ", ".join([
     "camera=()", "microphone=()", "geolocation=()", "payment=()", "usb=()", "serial=()",
-    "bluetooth=()", "hid=()", "magnetometer=()", "gyroscope=()", "accelerometer=()",
+    "hid=()", "magnetometer=()", "gyroscope=()", "accelerometer=()",
     "display-capture=()", "fullscreen=(self)",
 ])
 

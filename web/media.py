@@ -6,6 +6,8 @@ from pathlib import Path
 from flask import Blueprint, current_app, request, send_file
 from flask_login import current_user
 
+from worker import sample
+
 from . import db, identity, jobs
 from .errors import ApiError
 
@@ -19,6 +21,25 @@ def _owner_tx():
     if current_user.is_authenticated:
         return db.tx(current_user.id)
     raise identity.unauthorized("Sign in to watch this video.")
+
+
+def _sample_file(path: Path, mimetype: str):
+    """The landing page's sample (worker/sample.py), public; 404 until a worker made it."""
+    if not path.is_file():
+        raise ApiError(404, "The sample video is not ready yet.")
+    response = send_file(path, mimetype=mimetype, conditional=True, max_age=3600)
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@media.get("/media/sample.mp4")
+def sample_video():
+    return _sample_file(sample.sample_video(Path(current_app.config["MEDIA_ROOT"])), "video/mp4")
+
+
+@media.get("/media/sample.jpg")
+def sample_poster():
+    return _sample_file(sample.sample_poster(Path(current_app.config["MEDIA_ROOT"])), "image/jpeg")
 
 
 @media.get("/media/<job_id>.mp4")

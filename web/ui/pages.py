@@ -1,11 +1,15 @@
-"""Signed-in pages: the dashboard (generate + job list) and the public pricing page."""
+"""The landing page for visitors, the dashboard (generate + job list) for signed-in users, the favicon."""
 from __future__ import annotations
 
 import io
 from functools import lru_cache
 
-from flask import Response, flash, jsonify, redirect, render_template, url_for
+from pathlib import Path
+
+from flask import Response, current_app, flash, jsonify, redirect, render_template, url_for
 from flask_login import current_user, login_required
+
+from worker.sample import sample_ready
 
 from .. import db, jobs
 from ..errors import ApiError
@@ -17,7 +21,13 @@ DASHBOARD_JOBS = 20
 
 @ui.get("/")
 def index():
-    return redirect(url_for("ui.dashboard" if current_user.is_authenticated else "ui.login"))
+    """Visitors get the landing page; signed-in users their dashboard."""
+    if current_user.is_authenticated:
+        return redirect(url_for("ui.dashboard"))
+    with db.tx() as cur:
+        cur.execute("select tier, name, price_cents, credits, features from plans order by sort_order")
+        plans = cur.fetchall()
+    return render_template("landing.html", plans=plans, sample=sample_ready(Path(current_app.config["MEDIA_ROOT"])))
 
 
 def _dashboard(form: GenerateForm, status: int = 200):
