@@ -288,4 +288,6 @@ def openapi_json():
 
 @docs.get("/docs")
 def api_docs():
-    return render_template("docs.html", spec=DOCUMENT)
+    from .api_docs import page_context
+
+    return render_template("docs.html", **page_context(DOCUMENT))

@@ -19,6 +19,16 @@ from .forms import GenerateForm
 DASHBOARD_JOBS = 20
 
 
+@ui.app_context_processor
+def page_links():
+    """has_page('/keys'): whether a page is served, so the navigation links pages that
+    other parts of the app add without knowing their endpoint names."""
+    def has_page(path: str) -> bool:
+        return any(rule.rule == path and "GET" in rule.methods for rule in current_app.url_map.iter_rules())
+
+    return {"has_page": has_page}
+
+
 @ui.get("/")
 def index():
     """Visitors get the landing page; signed-in users their dashboard."""
