@@ -103,7 +103,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(docs)
     cors.init_app(app, resources={r"/v1/*": {"origins": app.config["CORS_ORIGINS"]}},
                   allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After", "Location"],
-                  methods=["GET", "POST", "DELETE", "OPTIONS"], max_age=600)
+                  methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"], max_age=600)
 
     @app.get("/healthz")
     def healthz():

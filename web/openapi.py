@@ -128,8 +128,12 @@ SCHEMAS = {
                error=NULLABLE_STRING, note={**NULLABLE_STRING, "description": "what the video could not do "
                                             "(e.g. no voice for its language)"},
                voice=NULLABLE_STRING, platform={"enum": PLATFORMS}, topic=STRING,
+               title={**NULLABLE_STRING, "description": "your name for the video (PATCH); null shows the topic"},
+               poster_url={**NULLABLE_STRING, "description": "a frame of the finished video (JPEG)"},
                duration_seconds={"type": "integer"}, created_at=DATETIME,
                finished_at={"type": ["string", "null"], "format": "date-time"}),
+    "JobRename": obj(["title"], title={**TEXT, "minLength": 1, "maxLength": 200,
+                                       "description": "one line; surrounding spaces are trimmed"}),
     "JobList": obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},
                    next_before={"type": ["string", "null"], "format": "uuid",
                                 "description": "pass as `before` for the next page; null on the last"}),
@@ -226,8 +230,13 @@ PATHS = {
     "/v1/jobs": {"get": operation("Your jobs, newest first", 200, ref("JobList"), [422], params=[
         query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "page size"),
         query("before", UUID, "id of the last job of the previous page")], tag="videos")},
-    "/v1/jobs/{job_id}": {"get": operation("One of your jobs", 200, ref("Job"), [404], params=[path_id("job_id")],
-                                           tag="videos")},
+    "/v1/jobs/{job_id}": {
+        "get": operation("One of your jobs", 200, ref("Job"), [404], params=[path_id("job_id")], tag="videos"),
+        "patch": operation("Rename a video (the title replaces the topic in lists and download names)", 200,
+                           ref("Job"), [404], body="JobRename", params=[path_id("job_id")], tag="videos"),
+        "delete": operation("Delete a finished video and its files; the credit it cost stays spent", 204, None,
+                            [404, 409], params=[path_id("job_id")], tag="videos"),
+    },
     "/v1/user/credits": {"get": operation("Plan and balance", 200, ref("Credits"), [], tag="account")},
     "/v1/user/usage": {"get": operation("Billable actions", 200, ref("Usage"), [422], params=[
         query("days", {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}, "how far back")],

@@ -1,33 +1,42 @@
 "use strict";
-// Poll while anything is rendering; redraw a job when its status changes.
+// The dashboard's video list: poll while anything renders and redraw a job when its status
+// changes; ask before deleting. The balance goes to every open tab through app.js.
 (function () {
   const list = document.getElementById("jobs");
   if (!list) return;
-  const badge = document.getElementById("credits-badge");
   const pending = () => list.querySelector('[data-status="queued"], [data-status="processing"]');
+
   function render(job, item) {
-    item.dataset.status = job.status;
-    item.querySelector(".status").className = "status status-" + job.status;
-    item.querySelector(".status").textContent = job.status;
-    const bar = item.querySelector("progress");
-    if (job.status === "queued" || job.status === "processing") {
-      if (bar) { bar.value = job.progress; bar.textContent = job.progress + "%"; }
+    if (item.dataset.status === job.status) {
+      const bar = item.querySelector("progress");
+      if (bar && bar.value !== job.progress) { bar.value = job.progress; bar.textContent = job.progress + "%"; }
       return;
     }
+    item.dataset.status = job.status;
+    const status = item.querySelector(".status");
+    status.className = "status status-" + job.status;
+    status.textContent = job.status;  // an aria-live region: screen readers hear the change
+    if (job.status === "queued" || job.status === "processing") return;
+    const bar = item.querySelector("progress");
     if (bar) bar.remove();
-    if (job.status === "completed" && !item.querySelector("video")) {
-      const video = document.createElement("video");
-      video.controls = true; video.playsInline = true; video.preload = "metadata"; video.src = job.video_url;
-      const link = document.createElement("a");
-      link.className = "small"; link.href = job.video_url; link.download = ""; link.textContent = "Download MP4";
-      item.append(video, link);
-    } else if (job.status === "failed" && !item.querySelector(".field-error")) {
+    const video = item.querySelector("video");
+    if (job.status === "completed" && video) {
+      if (job.poster_url) video.poster = job.poster_url;
+      video.src = job.video_url;
+      video.hidden = false;
+      const download = item.querySelector(".download");
+      if (download) download.hidden = false;
+    } else if (job.status === "failed") {
+      if (video) video.remove();
       const error = document.createElement("p");
       error.className = "field-error";
       error.textContent = job.error || "Render failed — we refunded your credit.";
-      item.append(error);
+      item.querySelector(".job-head").after(error);
     }
+    const actions = item.querySelector(".job-actions");
+    if (actions) actions.hidden = false;
   }
+
   async function poll() {
     if (!pending()) return;
     try {
@@ -38,13 +47,15 @@
           const item = list.querySelector('[data-job-id="' + job.job_id + '"]');
           if (item) render(job, item);
         }
-        if (badge) {
-          badge.dataset.credits = data.credits_remaining;
-          badge.textContent = data.credits_remaining + (data.credits_remaining === 1 ? " credit" : " credits");
-        }
+        if (window.storyGenius) window.storyGenius.showCredits(data.credits_remaining, true);
       }
     } catch (e) { /* offline for a moment: try again on the next tick */ }
     setTimeout(poll, 2000);
   }
   setTimeout(poll, 1000);
+
+  list.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  });
 })();
