@@ -13,6 +13,7 @@ alternating rounds; medians are reported (bench/app.py has the peer endpoints):
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -26,12 +27,13 @@ from pathlib import Path
 import psycopg
 import stripe
 
-from .app import BENCH_PASSWORD, PEER_SCHEMA
-from .common import bench_database, live_server, lua_cycle, lua_tokens, server_cpu, wrk
 from web.passwords import hasher
 
-ROUNDS = int(__import__("os").environ.get("BENCH_ROUNDS", "3"))
-SECONDS = int(__import__("os").environ.get("BENCH_SECONDS", "5"))
+from .app import BENCH_PASSWORD, PEER_SCHEMA
+from .common import bench_database, live_server, lua_cycle, lua_tokens, server_cpu, wrk
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 USERS = 64
 LOGIN_USERS = 16
 SPEND_CREDITS = 50
