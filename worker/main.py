@@ -334,8 +334,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "a
         for path in remove_stale_scratch(settings.media_root):
             log.info("removed stale render scratch %s", path)
         # the sample comes from the real renderer only (tests that stub it render none)
-        sample_root = settings.media_root if settings.renderer is render_short and \
-            os.environ.get("SAMPLE_VIDEO", "on") != "off" else None
+        sample_root = settings.media_root if settings.renderer is render_short else None
         threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache", sample_root),
                          daemon=True).start()
     queue_conn = await asyncpg.connect(**_asyncpg_params(settings.dsn))
