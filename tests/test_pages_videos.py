@@ -4,7 +4,9 @@ thumbnails, and download names from the title or topic (RFC 6266)."""
 from __future__ import annotations
 
 import io
+import json
 import re
+import unicodedata
 from urllib.parse import quote
 
 import pytest
@@ -62,6 +64,7 @@ def test_rename_through_the_api(api, owner):
 
 @pytest.mark.parametrize("body", [{}, {"title": ""}, {"title": "   "}, {"title": "x" * 201}, {"title": 5},
                                   {"title": "two\nlines"}, {"title": "tab\there"}, {"title": "nul\x00"},
+                                  {"title": "clip\u202egpj"}, {"title": "line\u2028break"},
                                   {"title": "\ud800"}])
 def test_a_bad_title_is_a_422_and_changes_nothing(api, owner, body):
     token, _ = owner
@@ -310,3 +313,36 @@ def test_the_credits_endpoint_every_tab_polls(app, admin):
     assert response.get_json() == {"credits_remaining": balance(admin, user_id)}
     assert response.headers["Cache-Control"] == "no-store"
     assert app.test_client().get("/dashboard/credits.json").status_code == 302  # signed out: to the login
+
+
+# -- hostile text ------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+hostile_titles = st.text(st.one_of(st.characters(categories=["Cc", "Cs", "Zl", "Zp", "Cf"]), st.characters(),
+                                   st.sampled_from(["\x00", "\ud800", "\x1b", "\r", "\n", "\u2028"])), max_size=210)
+
+
+@pytest.fixture
+def a_job(api, owner):
+    """One job of the owner, renamed by every example of a hypothesis test: {id, title}."""
+    return {"id": make_job(api, owner[0]), "title": None}
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(title=hostile_titles)
+def test_any_title_is_stored_as_one_clean_line_or_refused(api, owner, a_job, title):
+    token, _ = owner
+    body = json.dumps({"title": title}, ensure_ascii=True)  # a lone surrogate as the escape "\ud800"
+    response = api.patch(f"/v1/jobs/{a_job['id']}", data=body, content_type="application/json",
+                         headers=bearer(token))
+    assert response.status_code in (200, 422), (response.status_code, title)
+    stored = api.get(f"/v1/jobs/{a_job['id']}", headers=bearer(token)).get_json()["title"]
+    if response.status_code == 200:
+        assert stored == title.strip() and 1 <= len(stored) <= 200
+        assert not any(unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp") or 0x202a <= ord(ch) <= 0x202e
+                       or 0x2066 <= ord(ch) <= 0x2069 for ch in stored), stored
+        a_job["title"] = stored
+    else:
+        assert stored == a_job["title"] and "title" in response.get_json()["detail"]

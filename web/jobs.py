@@ -101,7 +101,14 @@ def job_json(row: dict) -> dict:
 
 
 def rename(job_id: UUID, title: str, *, identity: "Identity | None" = None, user_id: UUID | None = None) -> None:
-    """Name one of the caller's videos (sql/41_videos.sql checks the title and the owner)."""
+    """Name one of the caller's videos (sql/41_videos.sql checks the length and the owner).
+    One printable line: the title becomes the download's file name, where a bidi override
+    could make `clip\u202egpj.mp4` read as `clip4pm.jpg`."""
+    from .accounts import name_problem
+
+    problem = name_problem(title)
+    if problem:
+        raise ApiError(422, f"title: {problem}", field="title")
     db.call("select * from app.rename_video(%s, %s)", (job_id, title), identity=identity, user_id=user_id)
 
 
