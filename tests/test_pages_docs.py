@@ -100,3 +100,25 @@ def test_examples_are_runnable_curl(client):
     assert re.search(r"curl -X POST https://YOUR-HOST/v1/shorts/generate \\\s+-H &#34;Authorization: Bearer \$TOKEN&#34;"
                      r" \\\s+-H &#34;Content-Type: application/json&#34; \\\s+-d &#39;\{&#34;platform&#34;: "
                      r"&#34;youtube_shorts&#34;, &#34;topic&#34;: &#34;The history of coffee&#34;\}&#39;", html)
+
+
+def test_the_api_keys_page_joins_the_navigation_once_it_is_served(database_dsn, app):
+    from web import create_app
+    from web.config import role_dsn
+
+    member = app.test_client()
+    sign_up(member)
+    has_keys_page = any(rule.rule == "/keys" for rule in app.url_map.iter_rules())
+    assert ('href="/keys"' in member.get("/dashboard").get_data(as_text=True)) == has_keys_page
+
+    other = create_app({"TESTING": True, "DATABASE_URL": database_dsn,
+                        "APP_DATABASE_URL": role_dsn(database_dsn, "sg_app")})
+    try:
+        if not any(rule.rule == "/keys" for rule in other.url_map.iter_rules()):
+            other.add_url_rule("/keys", "keys_stand_in", lambda: "keys")
+        client = other.test_client()
+        sign_up(client)
+        assert '<a href="/keys">API keys</a>' in client.get("/dashboard").get_data(as_text=True)
+        assert 'href="/keys"' not in other.test_client().get("/login").get_data(as_text=True)  # members only
+    finally:
+        other.extensions["sg_pool"].close()

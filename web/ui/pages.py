@@ -27,7 +27,11 @@ def page_links():
     """has_page('/keys'): whether a page is served, so the navigation links pages that
     other parts of the app add without knowing their endpoint names."""
     def has_page(path: str) -> bool:
-        return any(rule.rule == path and "GET" in rule.methods for rule in current_app.url_map.iter_rules())
+        pages = current_app.extensions.get("sg_get_rules")
+        if pages is None:  # the routes are fixed once the app serves: collect them once
+            pages = current_app.extensions["sg_get_rules"] = frozenset(
+                rule.rule for rule in current_app.url_map.iter_rules() if "GET" in rule.methods)
+        return path in pages
 
     return {"has_page": has_page}
 
