@@ -100,7 +100,9 @@ PUBLISHED_OPERATION_IDS = {
     "forgotPassword", "resetPassword", "createApiKey", "listApiKeys", "revokeApiKey", "generateShort",
     "listJobs", "getJob", "getCredits", "listUsage", "listPlans", "createCheckoutSession", "openBillingPortal",
     "getSubscription", "changePlan", "cancelSubscription", "resumeSubscription", "listInvoices",
-    "receiveStripeEvent",
+    "receiveStripeEvent", "createWebhookEndpoint", "listWebhookEndpoints", "deleteWebhookEndpoint",
+    "enableWebhookEndpoint", "disableWebhookEndpoint", "sendTestWebhook", "listWebhookDeliveries",
+    "getWebhookDelivery", "resendWebhookDelivery",
 }
 
 

@@ -290,6 +290,95 @@ SCHEMAS = {
             job_id={"type": ["string", "null"], "format": "uuid"}, timestamp=DATETIME)})),
 }
 
+# --- webhooks to customers (issue 20 item 3) ---------------------------------------------
+WEBHOOK_EVENT_TYPES = ["render.completed", "render.failed", "batch.completed", "credits.low", "credits.expiring",
+                       "subscription.updated", "payment.failed"]
+ENDPOINT_ID = "9a4e2b1c-7d3f-4e8a-b5c6-1f2d3e4a5b6c"
+DELIVERY_ID = "5e7f8a9b-0c1d-4e2f-a3b4-c5d6e7f8a9b0"
+ENDPOINT_EXAMPLE = {"id": ENDPOINT_ID, "url": "https://hooks.example.org/storygenius", "description": "CMS import",
+                    "event_types": ["render.completed", "render.failed"], "enabled": True, "disabled_reason": None,
+                    "consecutive_failures": 0, "last_success_at": LATER, "created_at": NOW}
+EVENT_EXAMPLE = {"id": "evt_0b8e6c1d4f2a4d7e9c3b5a1f2e8d7c60", "object": "event", "type": "render.completed",
+                 "created": 1796120172, "data": {"object": {
+                     "job_id": JOB_ID, "status": "completed", "platform": "youtube_shorts",
+                     "topic": "Why octopuses have three hearts", "video_url": f"/media/{JOB_ID}.mp4", "error": None,
+                     "created_at": NOW, "finished_at": LATER}}}
+DELIVERY_EXAMPLE = {"id": DELIVERY_ID, "endpoint_id": ENDPOINT_ID, "url": "https://hooks.example.org/storygenius",
+                    "event_id": EVENT_EXAMPLE["id"], "event_type": "render.completed", "status": "succeeded",
+                    "attempts": 2, "last_status_code": 200, "last_latency_ms": 84, "last_error": None,
+                    "next_attempt_at": None, "created_at": LATER, "finished_at": "2026-12-01T10:17:12+00:00"}
+NULLABLE_DATETIME = {"type": ["string", "null"], "format": "date-time"}
+NULLABLE_INTEGER = {"type": ["integer", "null"]}
+ENDPOINT_PROPERTIES = dict(
+    id=UUID, url=STRING, description=NULLABLE_STRING,
+    event_types={"type": "array", "items": {"enum": WEBHOOK_EVENT_TYPES}},
+    enabled={"type": "boolean", "description": "false once turned off, by you or after three days of failures"},
+    disabled_reason=NULLABLE_STRING,
+    consecutive_failures={"type": "integer", "minimum": 0, "description": "failed attempts since the last 2xx"},
+    last_success_at=NULLABLE_DATETIME, created_at=DATETIME)
+DELIVERY_PROPERTIES = dict(
+    id=UUID, endpoint_id=UUID, url=STRING, event_id={**STRING, "description": "the event's `id`, the same on every "
+                                                     "attempt and resend: deduplicate on it"},
+    event_type={"enum": [*WEBHOOK_EVENT_TYPES, "webhook.test"]},
+    status={"enum": ["pending", "succeeded", "failed"],
+            "description": "pending: an attempt is due at `next_attempt_at`; failed: given up after three days "
+                           "(or the endpoint is off)"},
+    attempts={"type": "integer", "minimum": 0}, last_status_code=NULLABLE_INTEGER,
+    last_latency_ms=NULLABLE_INTEGER, last_error=NULLABLE_STRING, next_attempt_at=NULLABLE_DATETIME,
+    created_at=DATETIME, finished_at=NULLABLE_DATETIME)
+SCHEMAS.update({
+    "WebhookEndpointCreate": described(
+        "Where to send events, and which. The URL must be https and reach the public internet.",
+        {"url": "https://hooks.example.org/storygenius", "event_types": ["render.completed", "render.failed"],
+         "description": "CMS import"},
+        obj(["url"], url={"type": "string", "minLength": 8, "maxLength": 2000, "pattern": "^https?://"},
+            event_types={"type": "array", "items": {"enum": WEBHOOK_EVENT_TYPES}, "minItems": 1,
+                         "maxItems": len(WEBHOOK_EVENT_TYPES), "description": "default: every type"},
+            description={"type": ["string", "null"], "maxLength": 200})),
+    "WebhookEndpoint": described("An endpoint events are sent to (never its secret).", ENDPOINT_EXAMPLE,
+                                 obj(list(ENDPOINT_PROPERTIES), **ENDPOINT_PROPERTIES)),
+    "WebhookEndpointCreated": described(
+        "A new endpoint with its signing secret, shown this once.",
+        {**ENDPOINT_EXAMPLE, "last_success_at": None,
+         "secret": "whsec_8c1f0e2d9b7a4c3e8f6a1b2d3c4e5f60a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4"},
+        {"allOf": [ref("WebhookEndpoint"), obj(["secret"], secret={
+            "type": "string", "pattern": "^whsec_",
+            "description": "verify each delivery's Story-Genius-Signature with it; store it now"})]}),
+    "WebhookEndpointList": described("Your webhook endpoints, oldest first.", {"endpoints": [ENDPOINT_EXAMPLE]},
+                                     obj(["endpoints"], endpoints={"type": "array", "items": ref("WebhookEndpoint")})),
+    "WebhookEvent": described(
+        "The JSON body of every delivery, signed in the `Story-Genius-Signature` header as "
+        "`t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<body>\" keyed by the endpoint's secret>`. Verify: "
+        "recompute the HMAC over the raw body, compare in constant time, refuse a `t` more than 5 minutes "
+        "away; answer 2xx within 10 s. Failed deliveries are retried with exponential backoff for three days.",
+        EVENT_EXAMPLE,
+        obj(["id", "object", "type", "created", "data"], id={**STRING, "pattern": "^evt_"},
+            object={"const": "event"}, type={"enum": [*WEBHOOK_EVENT_TYPES, "webhook.test"]},
+            created={"type": "integer", "description": "Unix time the event happened"},
+            data=obj(["object"], object={"type": "object", "description": "what the event is about: a job, "
+                                         "the balance, the subscription or the invoice"}))),
+    "WebhookDelivery": described("One event on its way to one endpoint.", DELIVERY_EXAMPLE,
+                                 obj(list(DELIVERY_PROPERTIES), **DELIVERY_PROPERTIES)),
+    "WebhookDeliveryDetail": described(
+        "A delivery with the event sent and every attempt.",
+        {**DELIVERY_EXAMPLE, "event": EVENT_EXAMPLE, "attempt_log": [
+            {"attempt": 1, "attempted_at": LATER, "status_code": 500, "latency_ms": 120, "error": "HTTP 500",
+             "succeeded": False},
+            {"attempt": 2, "attempted_at": "2026-12-01T10:17:12+00:00", "status_code": 200, "latency_ms": 84,
+             "error": None, "succeeded": True}]},
+        {"allOf": [ref("WebhookDelivery"), obj(["event", "attempt_log"], event=ref("WebhookEvent"),
+                                               attempt_log={"type": "array", "items": obj(
+                                                   ["attempt", "attempted_at", "status_code", "latency_ms", "error",
+                                                    "succeeded"],
+                                                   attempt={"type": "integer", "minimum": 1},
+                                                   attempted_at=DATETIME, status_code=NULLABLE_INTEGER,
+                                                   latency_ms=NULLABLE_INTEGER, error=NULLABLE_STRING,
+                                                   succeeded={"type": "boolean"})})]}),
+    "WebhookDeliveryList": described("Deliveries, newest first.", {"deliveries": [DELIVERY_EXAMPLE]},
+                                     obj(["deliveries"], deliveries={"type": "array",
+                                                                     "items": ref("WebhookDelivery")})),
+})
+
 ERROR_TEXT = {
     400: "Bad request (webhook signature or body)", 401: "Not authenticated, or the token/key is invalid",
     402: "Out of credits, or the card was declined", 403: "Not allowed (plan, disabled account, wrong current password)",
@@ -316,6 +405,8 @@ TAGS = [
     {"name": "videos", "description": "Spend credits on videos and follow their renders."},
     {"name": "account", "description": "Your balance and the billable actions behind it."},
     {"name": "billing", "description": "Plans, your Stripe subscription and its changes, invoices, Stripe's webhook."},
+    {"name": "webhooks", "description": "Signed events about your account sent to your own HTTPS endpoints "
+                                        "(Pro and Agency), and the log of every delivery."},
 ]
 
 HEADERS = {
@@ -549,6 +640,54 @@ PATHS = {
                                                          "example": example_of(ref("StripeEvent"))}}},
     }},
 }
+
+ENDPOINT_PARAM = path_id("endpoint_id", "the endpoint's id", ENDPOINT_ID)
+DELIVERY_PARAM = path_id("delivery_id", "the delivery's id", DELIVERY_ID)
+PATHS.update({
+    "/v1/webhooks/endpoints": {
+        "post": operation("Add a webhook endpoint; its signing secret is shown once", 201,
+                          ref("WebhookEndpointCreated"), [409], op_id="createWebhookEndpoint",
+                          body="WebhookEndpointCreate", tag="webhooks",
+                          description="Registers an https URL (Pro and Agency, verified address; at most 10). "
+                                      "422 when the URL is not https or its host resolves to a loopback, private, "
+                                      "link-local or otherwise non-public address."),
+        "get": operation("List webhook endpoints", 200, ref("WebhookEndpointList"), [],
+                         op_id="listWebhookEndpoints", tag="webhooks",
+                         description="Your endpoints with their state; secrets are never listed."),
+    },
+    "/v1/webhooks/endpoints/{endpoint_id}": {"delete": operation(
+        "Delete a webhook endpoint", 204, None, [404], op_id="deleteWebhookEndpoint", params=[ENDPOINT_PARAM],
+        tag="webhooks", description="Stops all deliveries to it and forgets its log.")},
+    "/v1/webhooks/endpoints/{endpoint_id}/enable": {"post": operation(
+        "Turn a webhook endpoint on", 200, ref("WebhookEndpoint"), [404], op_id="enableWebhookEndpoint",
+        params=[ENDPOINT_PARAM], tag="webhooks",
+        description="Turns on an endpoint that was turned off (by you, or after three days of failed deliveries); "
+                    "its failure count starts again. Resend what it missed from the delivery log.")},
+    "/v1/webhooks/endpoints/{endpoint_id}/disable": {"post": operation(
+        "Turn a webhook endpoint off", 200, ref("WebhookEndpoint"), [404], op_id="disableWebhookEndpoint",
+        params=[ENDPOINT_PARAM], tag="webhooks",
+        description="Nothing is sent to it until it is turned on again.")},
+    "/v1/webhooks/endpoints/{endpoint_id}/test": {"post": operation(
+        "Send a test event to a webhook endpoint", 202, ref("WebhookDeliveryDetail"), [404, 409],
+        op_id="sendTestWebhook", params=[ENDPOINT_PARAM], tag="webhooks",
+        description="Queues a signed `webhook.test` event to this endpoint, whatever types it subscribes to; "
+                    "follow it in the delivery log. 409 when the endpoint is off.")},
+    "/v1/webhooks/deliveries": {"get": operation(
+        "The webhook delivery log", 200, ref("WebhookDeliveryList"), [], op_id="listWebhookDeliveries",
+        params=[query("endpoint_id", UUID, "only this endpoint's deliveries", ENDPOINT_ID),
+                query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}, "how many", 50)],
+        tag="webhooks",
+        description="Every delivery with its status, attempts, last response code and latency, and next retry.")},
+    "/v1/webhooks/deliveries/{delivery_id}": {"get": operation(
+        "One webhook delivery with every attempt", 200, ref("WebhookDeliveryDetail"), [404],
+        op_id="getWebhookDelivery", params=[DELIVERY_PARAM], tag="webhooks",
+        description="The event as sent and a line per attempt (time, response code, latency, error).")},
+    "/v1/webhooks/deliveries/{delivery_id}/resend": {"post": operation(
+        "Send a delivery again now", 202, ref("WebhookDeliveryDetail"), [404, 409],
+        op_id="resendWebhookDelivery", params=[DELIVERY_PARAM], tag="webhooks",
+        description="Sends the same event (same id and body, a fresh signature) again now, with three more days "
+                    "of retries. 409 when the endpoint is off.")},
+})
 
 DOCUMENT = {
     "openapi": "3.1.0",
