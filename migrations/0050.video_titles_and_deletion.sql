@@ -8,8 +8,6 @@ alter table jobs
   add column if not exists title text,
   -- when the owner deleted it; its files are gone, its credit stays spent
   add column if not exists deleted_at timestamptz;
--- NOT VALID first, then VALIDATE: existing rows are checked under a lock that lets
--- reads and writes go on, and the new column is null in every one of them anyway
-alter table jobs drop constraint if exists jobs_title_length;
+-- NOT VALID here, validated by 0051 in a transaction of its own (a lock that lets reads
+-- and writes go on); new and updated rows are checked from now on
 alter table jobs add constraint jobs_title_length check (length(title) between 1 and 200) not valid;
-alter table jobs validate constraint jobs_title_length;

@@ -81,4 +81,6 @@ def test_api_conforms_to_its_contract(case):
     # well-formed body can still be refused for business reasons no schema can state:
     # a common password, an undeliverable address, a bad signature, an unknown token.
     _cases.append(case.operation.label)
-    case.call_and_validate(excluded_checks=[positive_data_acceptance])
+    # schemathesis sends requests' `Accept-Encoding: gzip, deflate` but does not decode the
+    # in-process (WSGI) answer; compression has its own tests (tests/test_pages_http.py)
+    case.call_and_validate(headers={"Accept-Encoding": "identity"}, excluded_checks=[positive_data_acceptance])

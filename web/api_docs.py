@@ -184,7 +184,10 @@ def operations(spec: dict) -> dict[str, list[Operation]]:
             tag = (op.get("tags") or ["other"])[0]
             groups.setdefault(tag, []).append(Operation(
                 method=method, path=path, anchor=f"{method}-{path.strip('/').replace('/', '-').replace('{', '').replace('}', '')}",
-                summary=prose(op.get("summary")), description=prose(op.get("description")),
+                summary=prose(op.get("summary")),
+                # a description that only repeats the summary is not shown twice
+                description=prose(None if op.get("description") in (op.get("summary"), f"{op.get('summary')}.")
+                                  else op.get("description")),
                 authenticated=bool(op.get("security")), parameters=parameters,
                 body=type_label(body_schema) if body_schema else None,
                 body_fields=fields_of(_resolve(body_schema, spec), spec) if body_schema else [],

@@ -41,6 +41,7 @@ from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
 from .sample import ensure_sample
 from .script import writer_from_env
+from .webhooks import register_webhooks
 
 log = logging.getLogger("worker")
 
@@ -349,6 +350,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "a
             register_schedules(pgq, pool)
             register_mail(pgq, pool, MailSettings.from_env())
             register_billing(pgq, settings.dsn)
+            register_webhooks(pgq, pool)
         yield pgq
     finally:
         await pool.close()
