@@ -258,6 +258,42 @@ PATHS = {
     }},
 }
 
+# -- custom branding (Pro and Agency; web/api/branding.py) ----------------------------
+COLOUR_FIELD = {"type": "string", "maxLength": 7, "pattern": "^(#[0-9a-fA-F]{6})?$"}
+SCHEMAS["Branding"] = obj(
+    ["available", "white_label", "has_logo", "logo_url", "logo_bytes", "primary_colour", "accent_colour",
+     "updated_at"],
+    available={"type": "boolean", "description": "your plan draws your branding on your videos"},
+    white_label={"type": "boolean", "description": "your plan leaves the Story Genius name out of your videos"},
+    has_logo={"type": "boolean"}, logo_url=NULLABLE_STRING, logo_bytes={"type": ["integer", "null"]},
+    primary_colour={"type": ["string", "null"], "pattern": "^#[0-9a-f]{6}$"},
+    accent_colour={"type": ["string", "null"], "pattern": "^#[0-9a-f]{6}$"},
+    updated_at={"type": ["string", "null"], "format": "date-time"})
+SCHEMAS["BrandingUpload"] = {
+    "type": "object", "minProperties": 1,
+    "properties": {
+        "logo": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP (not SVG), at most 1 MB "
+                 "and 4096×4096 pixels; re-encoded as PNG. Omit it to keep the stored logo."},
+        "primary_colour": {**COLOUR_FIELD, "description": "#rrggbb: the scenes' background tint; empty or "
+                           "omitted: the default palettes"},
+        "accent_colour": {**COLOUR_FIELD, "description": "#rrggbb: the highlighted caption word; empty or "
+                          "omitted: yellow"},
+        "remove_logo": {"enum": ["true", "false"], "description": "true removes the stored logo"},
+    }}
+PATHS["/v1/branding"] = {
+    "get": operation("Your branding, and whether your plan draws it", 200, ref("Branding"), [], tag="branding"),
+    "put": {**operation("Set your logo and colours (Pro and Agency); a refused logo is a 422 and changes nothing",
+                        200, ref("Branding"), [413, 422], tag="branding"),
+            "requestBody": {"required": True, "content": {
+                "multipart/form-data": {"schema": ref("BrandingUpload")}}}},
+    "delete": operation("Remove your branding", 204, None, [], tag="branding"),
+}
+PATHS["/v1/branding/logo"] = {"get": {
+    **operation("Your logo as stored (PNG)", 200, None, [404], tag="branding"),
+    "responses": {**operation("", 200, None, [404])["responses"],
+                  "200": {"description": "Your logo as stored", "content": {"image/png": {"schema": {
+                      "type": "string", "format": "binary"}}}}}}}
+
 DOCUMENT = {
     "openapi": "3.1.0",
     "info": {"title": "Story Genius API", "version": "1.0.0",
