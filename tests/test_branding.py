@@ -8,6 +8,7 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import psycopg
 import pytest
 from PIL import Image, ImageDraw
@@ -402,3 +403,57 @@ def test_rolling_back_the_branding_migration_restores_the_plans():
             assert "branding" not in plans["pro"] and plans["pro"]["highlights"] == [
                 "100 videos a month", "4K, no watermark", "API access", "Priority rendering"]
             assert admin.execute("select to_regclass('public.brands') as t").fetchone()["t"] is None
+
+
+# -- end to end: upload, generate, the worker renders, the video carries it --------------
+
+def _match(frame: np.ndarray, template: np.ndarray) -> float:
+    """Best normalised cross-correlation of a grey template anywhere in a grey frame."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    windows = sliding_window_view(frame, template.shape)
+    t = (template - template.mean()) / (template.std() + 1e-6)
+    w = windows - windows.mean(axis=(2, 3), keepdims=True)
+    w = w / (windows.std(axis=(2, 3), keepdims=True) + 1e-6)
+    return float((w * t).mean(axis=(2, 3)).max())
+
+
+def test_an_agency_video_carries_the_uploaded_logo_and_never_our_name(api, connect, database_dsn, media_root,
+                                                                     empty_queue):
+    from worker.render import CLOSING_SECONDS, RenderSpec, closing_image, logo_box, render_short
+
+    from .media import frame_array, metadata
+    from .test_worker import generate, run_in_process
+
+    agency = user_on(api, connect, "agency")
+    assert put_branding(api, agency["auth"], (logo_png(), "logo.png", "image/png"), primary_colour="#10785a",
+                        accent_colour="#ff7828").status_code == 200
+    job_id = generate(api, agency["auth"], duration_seconds=15)
+    run_in_process(database_dsn, media_root, render_short)
+    job = api.get(f"/v1/jobs/{job_id}", headers=agency["auth"]).get_json()
+    assert job["status"] == "completed", job
+    path = media_root / f"{job_id}.mp4"
+    spec = RenderSpec(2160, 3840, False)
+
+    # the logo, found by template match in the top quarter of frames across the video
+    scale = 8
+    x0, y0, x1, y1 = logo_box(spec, "tiktok")
+    logo = Image.open(io.BytesIO(clean_logo(logo_png()))).convert("RGBA")
+    logo.thumbnail((x1 - x0, y1 - y0))
+    backdrop = Image.new("RGBA", logo.size, (40, 40, 40, 255))
+    backdrop.alpha_composite(logo)
+    template = np.asarray(backdrop.convert("L").resize((logo.width // scale, logo.height // scale)), float)
+    for second in (1, 7, 14.5):
+        frame = Image.fromarray(frame_array(path, second, spec.width, spec.height)).convert("L")
+        top = np.asarray(frame.resize((spec.width // scale, spec.height // scale)), float)[: spec.height // scale // 4]
+        assert _match(top, template) > 0.8, second
+
+    # white-label: no closing card (the last frame is not the card over the one before) and no name in the file
+    length = 15
+    before = frame_array(path, length - CLOSING_SECONDS - 0.15, spec.width, spec.height)
+    base = Image.fromarray(before).convert("RGBA")
+    base.alpha_composite(closing_image(spec))
+    last = frame_array(path, length - 0.2, spec.width, spec.height).astype(int)
+    assert float(np.abs(last - np.asarray(base.convert("RGB")).astype(int)).mean()) > 25
+    data = path.read_bytes() + path.with_suffix(".jpg").read_bytes()
+    assert b"story genius" not in data.lower() and "Story Genius" not in metadata(path)
