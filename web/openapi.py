@@ -136,6 +136,25 @@ SCHEMAS = {
     "Credits": obj(["tier", "status", "credits_total", "credits_used", "credits_remaining", "renews_at"],
                    tier={"enum": TIERS}, status=STRING, credits_total={"type": "integer"},
                    credits_used={"type": "integer"}, credits_remaining={"type": "integer"}, renews_at=DATETIME),
+    "AccountDelete": obj(["password"], password={"type": "string", "maxLength": 1024},
+                         code={"type": "string", "minLength": 1, "maxLength": 50,
+                               "description": "required when two-factor sign-in is on: 6 digits from the "
+                                              "authenticator app, or a recovery code"}),
+    "AccountExport": {**obj(["exported_at", "profile", "subscription", "credit_ledger", "usage", "jobs", "api_keys",
+                             "sessions", "trusted_devices", "two_factor", "sign_in_attempts", "emails"],
+                            exported_at=DATETIME, profile={"type": "object"},
+                            subscription={"type": ["object", "null"]},
+                            credit_ledger={"type": "array", "items": {"type": "object"}},
+                            usage={"type": "array", "items": {"type": "object"}},
+                            jobs={"type": "array", "items": {"type": "object"}},
+                            api_keys={"type": "array", "items": {"type": "object"}},
+                            sessions={"type": "array", "items": {"type": "object"}},
+                            trusted_devices={"type": "array", "items": {"type": "object"}},
+                            two_factor={"type": ["object", "null"]},
+                            sign_in_attempts={"type": "array", "items": {"type": "object"}},
+                            emails={"type": "array", "items": {"type": "object"}}),
+                      "description": "Everything the account holds about you; never a password, key or token "
+                                     "hash, nor the two-factor secret"},
     "Usage": obj(["usage"], usage={"type": "array", "items": obj(
         ["action", "credits", "job_id", "timestamp"], action=STRING, credits={"type": "integer"},
         job_id={"type": ["string", "null"], "format": "uuid"}, timestamp=DATETIME)}),
@@ -232,6 +251,12 @@ PATHS = {
     "/v1/user/usage": {"get": operation("Billable actions", 200, ref("Usage"), [422], params=[
         query("days", {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}, "how far back")],
         tag="account")},
+    "/v1/account": {"delete": operation(
+        "Delete your account: the Stripe subscription ends at once, videos and personal data are erased, every "
+        "session, token and key stops; the credit ledger is kept under a pseudonymous id", 204, None, [],
+        body="AccountDelete", tag="account")},
+    "/v1/account/export": {"get": operation("Everything your account holds about you, as JSON", 200,
+                                            ref("AccountExport"), [], tag="account")},
     "/v1/billing/plans": {"get": operation("The plans on sale", 200, ref("Plans"), [], auth=False, tag="billing")},
     "/v1/billing/create-checkout-session": {"post": operation(
         "Start a Stripe Checkout for a plan (verified email required)", 200, ref("CheckoutSession"), [409, 503],
