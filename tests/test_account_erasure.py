@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 
 import psycopg
@@ -345,3 +347,55 @@ def test_the_api_contract_documents_deletion_and_export():
     assert {"204", "401", "403", "422"} <= set(operation["responses"])
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("AccountDelete")
     assert "200" in DOCUMENT["paths"]["/v1/account/export"]["get"]["responses"]
+
+
+# -- in a real browser ----------------------------------------------------------------------
+
+CHROMIUM = "/usr/lib/chromium/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {**browser_type_launch_args, "executable_path": CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--disable-quic"]}
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
+                    reason="Debian's chromium is not installed (make test installs it)")
+def test_deleting_the_account_in_a_browser(env, page, media_root):
+    user = new_user(env)
+    video = make_video(env, user, media_root, "a browser-made video")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{env.live.url}/login")
+    page.fill("#email", user.email)
+    page.fill("#password", STRONG_PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(f"{env.live.url}/account#delete-account")
+    page.locator("#delete-account").screenshot(path=str(ARTIFACTS / "account-delete.png"))
+    page.fill("#delete-account #password", "not-my-password")
+    page.check("#delete-account #confirm")
+    page.click("#delete-account button[type=submit]")
+    assert "password is not correct." in page.locator("#delete-account").inner_text()
+    page.fill("#delete-account #password", STRONG_PASSWORD)
+    page.check("#delete-account #confirm")
+    page.click("#delete-account button[type=submit]")
+    page.wait_for_url("**/signup")
+    assert "Your account has been deleted" in page.content()
+    page.screenshot(path=str(ARTIFACTS / "account-deleted.png"), full_page=True)
+    assert not (media_root / f"{video}.mp4").exists()
+    assert places_holding(env.admin, user.email, user.name) == []
+
+
+def test_an_unfinished_video_ends_with_the_account_and_no_worker_picks_it_up(env):
+    user = new_user(env)
+    queued = user.client.post("/v1/shorts/generate", json={"platform": "tiktok", "topic": "never rendered"},
+                              headers=user.auth).get_json()["job_id"]
+    books = ledger(env.admin, user.id)
+    assert delete(user).status_code == 204
+    job = env.admin.execute("select status, error_message from jobs where id = %s", (queued,)).fetchone()
+    assert (job["status"], job["error_message"]) == ("failed", "Account deleted.")
+    assert env.worker.execute("select * from app.claim_job(%s)", (queued,)).fetchall() == []
+    assert ledger(env.admin, user.id) == books  # no refund to an account that is gone
