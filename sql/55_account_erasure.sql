@@ -292,10 +292,9 @@ grant execute on function app.export_my_account() to sg_app;
 -- The triggers belong to the tables' owner.
 set local role sg_owner;
 
-create or replace trigger stripe_events_scrub_erased_customers
-  before insert on public.stripe_events
-  for each row execute function app._scrub_erased_customer_event();
-
-create or replace trigger email_outbox_none_for_erased_users
-  before insert on public.email_outbox
-  for each row execute function app._no_mail_for_erased_users();
+select app._ensure_trigger('public.stripe_events', 'stripe_events_scrub_erased_customers',
+  'CREATE TRIGGER stripe_events_scrub_erased_customers BEFORE INSERT ON public.stripe_events '
+  'FOR EACH ROW EXECUTE FUNCTION app._scrub_erased_customer_event()');
+select app._ensure_trigger('public.email_outbox', 'email_outbox_none_for_erased_users',
+  'CREATE TRIGGER email_outbox_none_for_erased_users BEFORE INSERT ON public.email_outbox '
+  'FOR EACH ROW EXECUTE FUNCTION app._no_mail_for_erased_users()');
