@@ -27,7 +27,8 @@ begin
   loop
     perform app._ensure_forced_row_security(format('public.%I', tenant_table)::regclass);
     -- (select …) makes Postgres compute the id once per statement, not once per row.
-    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'users reach only their own rows', format($policy$
+    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'users reach only their own rows',
+      format($policy$
       create policy "users reach only their own rows" on public.%I for all to sg_app, sg_owner
         using (%I = (select app.current_user_id()))
         with check (%I = (select app.current_user_id()))
@@ -35,7 +36,8 @@ begin
     perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'reporting reads every row',
       format('create policy "reporting reads every row" on public.%I for select to sg_reporting using (true)',
              tenant_table));
-    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'service functions reach every row', format($policy$
+    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'service functions reach every row',
+      format($policy$
       create policy "service functions reach every row" on public.%I for all to sg_service
         using (true) with check (true)
     $policy$, tenant_table));
