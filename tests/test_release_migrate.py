@@ -324,3 +324,44 @@ def test_new_index_migrations_build_concurrently_outside_a_transaction():
             elif not re.search(r"^--\s*transactional:\s*false", text, re.I | re.M):
                 problems.append(f"{path.name}: CONCURRENTLY needs `-- transactional: false`")
     assert problems == []
+
+
+def test_this_release_upgrades_a_populated_database_and_rolls_back():
+    """0060 (users.deleted_at) and 0061 (sql_layer_files) on a database that has users,
+    ledger rows and the sql/ layer of the release before (applied without file hashes):
+    rows are kept, the whole layer is applied once and recorded, and both roll back."""
+    from yoyo import read_migrations
+
+    from web.migrate import ROLES_FILE, _owner_backend, _run_sql_file, rollback_all
+
+    from .conftest import PASSWORD_HASH
+
+    with throwaway_database("sg_release_upgrade") as dsn:
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as admin:
+            _run_sql_file(admin, ROLES_FILE)
+            backend = _owner_backend(dsn)
+            try:
+                with backend.lock():
+                    pending = backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))
+                    backend.apply_migrations(pending.filter(lambda m: m.id < "0060"))
+            finally:
+                backend.connection.close()
+            user = admin.execute("insert into users (email, password_hash, full_name) values "
+                                 "('kept@example.com', %s, 'Kept') returning id", (PASSWORD_HASH,)).fetchone()["id"]
+            admin.execute("insert into subscriptions (user_id, tier, credits_remaining) values (%s, 'free', 5)", (user,))
+            admin.execute("insert into credit_ledger (user_id, delta, reason, idempotency_key) "
+                          "values (%s, 5, 'signup_grant', 'signup:' || %s)", (user, user))
+
+            release = migrate(dsn, environ={})
+            assert {"0060.account_erasure", "0061.sql_layer_files"} <= set(release.migrations)
+            assert release.sql_files == [p.name for p in sorted(SQL_DIR.glob("*.sql")) if p.name != "00_roles.sql"]
+            row = admin.execute("select email, full_name, deleted_at from users where id = %s", (user,)).fetchone()
+            assert row == {"email": "kept@example.com", "full_name": "Kept", "deleted_at": None}
+            assert admin.execute("select count(*) as n from sql_layer_files").fetchone()["n"] == len(release.sql_files)
+            assert migrate(dsn, environ={}).sql_files == []
+
+            rollback_all(dsn)
+            assert admin.execute("select to_regclass('public.sql_layer_files') as t").fetchone()["t"] is None
+            assert admin.execute("select count(*) as n from information_schema.columns "
+                                 "where table_name = 'users' and column_name = 'deleted_at'").fetchone()["n"] == 0
+            migrate(dsn, environ={})
