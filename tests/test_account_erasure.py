@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from web.openapi import DOCUMENT
 
@@ -399,3 +401,35 @@ def test_an_unfinished_video_ends_with_the_account_and_no_worker_picks_it_up(env
     assert (job["status"], job["error_message"]) == ("failed", "Account deleted.")
     assert env.worker.execute("select * from app.claim_job(%s)", (queued,)).fetchall() == []
     assert ledger(env.admin, user.id) == books  # no refund to an account that is gone
+
+
+# -- hostile text ---------------------------------------------------------------------------
+
+hostile_text = st.text(st.one_of(st.characters(categories=["Cc", "Cs", "Zl", "Zp", "Cf"]), st.characters(),
+                                 st.sampled_from(["\x00", "\ud800", "\udfff", "\x1b", "\r"])), max_size=40)
+
+
+@pytest.fixture(scope="module")
+def target(env):
+    """One account that hostile deletion attempts must leave exactly as it is."""
+    user = new_user(env)
+    browser = client_with_own_ip(env.app)
+    assert log_in(browser, user.email).status_code == 302
+    return SimpleNamespace(user=user, browser=browser, rows=account_rows(env.admin, user.id))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(password=hostile_text, code=hostile_text)
+def test_hostile_text_in_the_deletion_form_and_body_is_refused_clearly(env, target, password, code):
+    unsafe = any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in password + code)
+    api = target.user.client.delete("/v1/account", json={"password": password, "code": code},
+                                    headers=target.user.auth)
+    assert api.status_code in (403, 422) and "detail" in api.get_json()
+    if unsafe:
+        assert api.status_code == 422
+    page = target.browser.get("/account").get_data(as_text=True)
+    form = target.browser.post("/account/delete", data={"csrf_token": csrf_token(page), "password": password,
+                                                        "code": code, "confirm": "y"})
+    assert form.status_code in (403, 422), form.status_code
+    assert account_rows(env.admin, target.user.id) == target.rows
