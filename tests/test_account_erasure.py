@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -433,3 +434,59 @@ def test_hostile_text_in_the_deletion_form_and_body_is_refused_clearly(env, targ
                                                         "code": code, "confirm": "y"})
     assert form.status_code in (403, 422), form.status_code
     assert account_rows(env.admin, target.user.id) == target.rows
+
+
+# -- an erasure and a webhook at the same moment ----------------------------------------------
+
+def customer_event(customer_id: str, email: str, name: str) -> dict:
+    return {"id": "evt_race_" + uuid.uuid4().hex, "object": "event", "type": "customer.updated",
+            "created": int(time.time()), "api_version": "2026-10-28.endive", "livemode": False,
+            "data": {"object": {"id": customer_id, "object": "customer", "email": email, "name": name,
+                                "metadata": {}}}}
+
+
+@pytest.mark.parametrize("first", ["erasure", "webhook"])
+def test_an_event_stored_while_the_account_is_being_erased_is_scrubbed_too(
+        make_user, connect, new_connection, webhook_secret, first):
+    """Whichever transaction starts first, the other waits for it (the users row: FOR UPDATE
+    by the erasure, FOR SHARE by the event's trigger), so the event is scrubbed either by
+    the erasure's pass or by the trigger: there is no moment in which neither sees it."""
+    admin = connect("postgres")
+    email, name = distinctive_person()
+    user = make_user(email=email.lower())
+    admin.execute("update users set full_name = %s where id = %s", (name, user))
+    customer_id = "cus_race_" + uuid.uuid4().hex[:12]
+    admin.execute("update subscriptions set stripe_customer_id = %s where user_id = %s", (customer_id, user))
+    body, headers = signed(customer_event(customer_id, email, name), webhook_secret)
+    eraser, receiver = new_connection("sg_app"), new_connection("sg_app")
+    started = threading.Event()
+    waited = {}
+
+    def erase():
+        with eraser.transaction():
+            eraser.execute("select set_config('app.user_id', %s, true)", (str(user),))
+            began = time.monotonic()
+            eraser.execute("select * from app.erase_my_account()").fetchall()
+            waited["erasure"] = time.monotonic() - began
+            if first == "erasure":
+                started.set()
+                time.sleep(0.5)
+
+    def receive():
+        with receiver.transaction():
+            began = time.monotonic()
+            receiver.execute("select app.receive_stripe_event(%s, %s)", (body.decode(), headers["Stripe-Signature"]))
+            waited["webhook"] = time.monotonic() - began
+            if first == "webhook":
+                started.set()
+                time.sleep(0.5)
+
+    leader, follower = (erase, receive) if first == "erasure" else (receive, erase)
+    leading = threading.Thread(target=leader)
+    leading.start()
+    assert started.wait(10)
+    follower()
+    leading.join(10)
+    second = "webhook" if first == "erasure" else "erasure"
+    assert waited[second] >= 0.3, waited  # it really ran into the other transaction
+    assert places_holding(admin, email, name) == []
