@@ -365,3 +365,33 @@ def test_this_release_upgrades_a_populated_database_and_rolls_back():
             assert admin.execute("select count(*) as n from information_schema.columns "
                                  "where table_name = 'users' and column_name = 'deleted_at'").fetchone()["n"] == 0
             migrate(dsn, environ={})
+
+
+def test_a_concurrent_index_migration_runs_after_the_release_transaction(tmp_path):
+    """The convention's shape: `-- transactional: false`, a drop of a half-built index, then
+    CREATE INDEX CONCURRENTLY. It runs on its own once the release's transaction committed;
+    it never stops writers (CONCURRENTLY waits for them instead), and a retry after a
+    timed-out build starts clean."""
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    latest = max(p.stem for p in MIGRATIONS_DIR.glob("*.sql") if not p.stem.endswith(".rollback"))
+    (migrations / "9002.ledger_reason_index.sql").write_text(
+        f"-- transactional: false\n-- depends: {latest}\n"
+        "drop index concurrently if exists credit_ledger_rehearsal_idx;\n"
+        "create index concurrently credit_ledger_rehearsal_idx on credit_ledger (reason, created_at);\n")
+    (migrations / "9002.ledger_reason_index.rollback.sql").write_text(
+        "-- transactional: false\ndrop index concurrently if exists credit_ledger_rehearsal_idx;\n")
+    with throwaway_database("sg_release_index") as dsn:
+        migrate(dsn, environ={})
+        with psycopg.connect(dsn) as writer:
+            writer.execute("lock table credit_ledger in row exclusive mode")  # a writer in the middle of its work
+            threading.Timer(1.0, writer.rollback).start()
+            release = migrate(dsn, environ={"MIGRATE_LOCK_TIMEOUT": "0.5"}, migrations_dir=migrations)
+        assert release.migrations == [] and release.outside_transaction == ["9002.ledger_reason_index"]
+        # it met the writer (CONCURRENTLY waits for transactions that could write the table),
+        # gave up at lock_timeout leaving an invalid index, and the retry dropped and rebuilt it
+        assert release.lock_waits >= 1
+            with psycopg.connect(dsn, autocommit=True) as admin:
+            assert admin.execute("select i.indisvalid from pg_index i where i.indexrelid = "
+                                 "'credit_ledger_rehearsal_idx'::regclass").fetchone()[0] is True
+            assert migrate(dsn, environ={}, migrations_dir=migrations).outside_transaction == []
