@@ -391,7 +391,7 @@ def test_a_concurrent_index_migration_runs_after_the_release_transaction(tmp_pat
         # it met the writer (CONCURRENTLY waits for transactions that could write the table),
         # gave up at lock_timeout leaving an invalid index, and the retry dropped and rebuilt it
         assert release.lock_waits >= 1
-            with psycopg.connect(dsn, autocommit=True) as admin:
+        with psycopg.connect(dsn, autocommit=True) as admin:
             assert admin.execute("select i.indisvalid from pg_index i where i.indexrelid = "
                                  "'credit_ledger_rehearsal_idx'::regclass").fetchone()[0] is True
             assert migrate(dsn, environ={}, migrations_dir=migrations).outside_transaction == []
