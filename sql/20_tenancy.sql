@@ -46,12 +46,15 @@ end
 $$;
 
 -- Non-tenant tables that only functions touch: private (RLS on, no policy) to all but sg_service.
+select app._ensure_forced_row_security('public.login_attempts');
+select app._ensure_policy('public.login_attempts', 'service functions reach every row',
+  'create policy "service functions reach every row" on public.login_attempts for all to sg_service '
+  'using (true) with check (true)');
 do $$
 declare
   private_table text;
 begin
-  foreach private_table in array array['login_attempts', 'trusted_devices', 'two_factor', 'recovery_codes',
-                                       'login_challenges'] loop
+  foreach private_table in array array['trusted_devices', 'two_factor', 'recovery_codes', 'login_challenges'] loop
     perform app._ensure_forced_row_security(format('public.%I', private_table)::regclass);
     perform app._ensure_policy(format('public.%I', private_table)::regclass, 'service functions reach every row',
       format('create policy "service functions reach every row" on public.%I for all to sg_service '
