@@ -13,7 +13,9 @@
 --             emailed link tokens, mails queued or sent (their data can hold the name)
 --   blanked   jobs: topic, options (a script of the user's own), output, error and note;
 --             unfinished jobs end as failed, unrefunded (the worker's claim then finds
---             nothing to do); the web process deletes the video files and posters
+--             nothing to do); the web process deletes the video files and posters, and an
+--             `erase_media` queue entry due in 30 minutes has the worker delete those of
+--             renders that were running and wrote their files after the erasure
 --   kept,     login, reset and signup attempts under the tombstone's address, so the
 --   anonymous per-network signup limit (38_signup.sql) still counts this signup
 --   kept      ledger, usage, subscription (balance cache, Stripe ids: pseudonyms whose
@@ -158,6 +160,7 @@ declare
   account public.users%rowtype;
   tombstone text := 'erased:' || uid;
   customer text;
+  unfinished uuid[];
 begin
   -- FOR UPDATE first: a Stripe event being stored for this customer (which reads the row
   -- FOR SHARE) is then either visible to the scrub below or sees deleted_at itself
@@ -187,6 +190,16 @@ begin
   update public.login_attempts a set email = tombstone, device_id = null
    where a.user_id = uid or lower(a.email) = lower(account.email);
   delete from public.trusted_devices d where d.user_id = uid;
+
+  -- a render running now may still write its video after this commits (its completion is
+  -- then refused): the worker looks for those files again once such a render is over
+  select array_agg(j.id) into unfinished from public.jobs j
+   where j.user_id = uid and j.status in ('queued', 'processing');
+  if unfinished is not null then
+    insert into public.pgqueuer (priority, entrypoint, payload, status, execute_after, dedupe_key)
+    values (20, 'erase_media', convert_to(json_build_object('job_ids', unfinished)::text, 'UTF8'), 'queued',
+            now() + interval '30 minutes', 'erase_media:' || uid);
+  end if;
 
   update public.jobs j
      set topic = '[erased]', options = '{}', output_url = null, note = null,

@@ -490,3 +490,53 @@ def test_an_event_stored_while_the_account_is_being_erased_is_scrubbed_too(
     second = "webhook" if first == "erasure" else "erasure"
     assert waited[second] >= 0.3, waited  # it really ran into the other transaction
     assert places_holding(admin, email, name) == []
+
+
+def test_a_render_that_finishes_after_the_deletion_leaves_no_video(env, media_root):
+    """A render running while the account is deleted writes its video afterwards; its
+    completion is refused, and the `erase_media` entry the deletion queued (due once such
+    renders are over) has a real worker delete the files."""
+    import asyncio
+    from datetime import timedelta
+
+    import pgqueuer
+    from pgqueuer.types import QueueExecutionMode
+
+    from web.config import role_dsn
+    from worker.main import WorkerSettings, create_pgqueuer
+
+    user = new_user(env)
+    job_id = user.client.post("/v1/shorts/generate", json={"platform": "tiktok", "topic": "rendering right now"},
+                              headers=user.auth).get_json()["job_id"]
+    attempt = env.worker.execute("select attempts from app.claim_job(%s)", (job_id,)).fetchone()[0]
+    assert delete(user).status_code == 204
+    entry = env.admin.execute("select execute_after - now() as due_in, payload from pgqueuer "
+                              "where entrypoint = 'erase_media' and dedupe_key = %s", (f"erase_media:{user.id}",)
+                              ).fetchone()
+    assert timedelta(minutes=29) < entry["due_in"] <= timedelta(minutes=30)
+    assert json.loads(bytes(entry["payload"])) == {"job_ids": [job_id]}
+
+    # the render finishes: its files land, its completion is refused
+    (media_root / f"{job_id}.mp4").write_bytes(b"late video")
+    (media_root / f"{job_id}.jpg").write_bytes(b"late poster")
+    assert env.worker.execute("select app.complete_job(%s, %s, '/media/x.mp4')", (job_id, attempt)).fetchone()[0] \
+        is False
+
+    # half an hour later, a render lane of the worker runs the entry
+    env.admin.execute("update pgqueuer set execute_after = now() where dedupe_key = %s", (f"erase_media:{user.id}",))
+    # only this entry: renders other tests left queued are not this worker's business
+    env.admin.execute("delete from pgqueuer where dedupe_key is distinct from %s", (f"erase_media:{user.id}",))
+    settings = WorkerSettings(dsn=role_dsn(env.config["DATABASE_URL"], "sg_worker"), media_root=media_root)
+
+    async def drain():
+        await asyncio.wait_for(pgqueuer.run(lambda: create_pgqueuer(settings, lane="render"),
+                                            mode=QueueExecutionMode.drain, batch_size=1, max_concurrent_tasks=2,
+                                            dequeue_timeout=timedelta(seconds=1), shutdown=asyncio.Event()),
+                               timeout=60)
+
+    worker = threading.Thread(target=lambda: asyncio.run(drain()))
+    worker.start()
+    worker.join(90)
+    assert not (media_root / f"{job_id}.mp4").exists() and not (media_root / f"{job_id}.jpg").exists()
+    assert env.admin.execute("select count(*) as n from pgqueuer where dedupe_key = %s",
+                             (f"erase_media:{user.id}",)).fetchone()["n"] == 0

@@ -80,10 +80,11 @@ def _end_billing(user_id: UUID, customer_id: str | None) -> None:
                                     options={"idempotency_key": f"erase-customer-{user_id}"})
 
 
-def delete_media(job_ids: list[UUID]) -> int:
-    """Delete each job's video and poster (and anything else named after the job) from
-    MEDIA_ROOT; how many files went. A file already gone is not an error."""
-    root = Path(current_app.config["MEDIA_ROOT"])
+def remove_job_media(root: Path, job_ids) -> int:
+    """Delete each job's video and poster (and anything else named after the job) from the
+    media directory `root`; how many files went. A file already gone is not an error. The
+    names come from UUIDs, never from anything a user typed. Used by the web process and by
+    the worker's `erase_media` entries."""
     removed = 0
     for job_id in job_ids:
         for path in root.glob(f"{UUID(str(job_id))}.*"):
@@ -95,6 +96,11 @@ def delete_media(job_ids: list[UUID]) -> int:
             except OSError as error:
                 log.error("account erasure: could not delete %s: %s", path, error)
     return removed
+
+
+def delete_media(job_ids: list[UUID]) -> int:
+    """remove_job_media in this app's MEDIA_ROOT."""
+    return remove_job_media(Path(current_app.config["MEDIA_ROOT"]), job_ids)
 
 
 def delete_account(open_tx: TransactionOpener, password: str, code: str | None = None) -> UUID:
