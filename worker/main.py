@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import AsyncIterator, Callable
+from uuid import UUID
 
 import asyncpg
 from pgqueuer import PgQueuer
@@ -36,6 +37,7 @@ from web.config import from_env
 
 from . import render
 from .billing import register_billing
+from .branding import Brand, parse_colour
 from .jobs import BadPayload, ClaimedJob, JobControl, LostClaim, job_id_from_payload
 from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
@@ -79,6 +81,16 @@ def output_path(media_root: Path, job_id) -> Path:
     return media_root / f"{job_id}.mp4"
 
 
+def render_spec(job: ClaimedJob) -> RenderSpec:
+    """What the job's plan buys, as the renderer takes it."""
+    brand = None
+    if job.logo_png or job.primary_colour or job.accent_colour:
+        brand = Brand(logo_png=job.logo_png and bytes(job.logo_png), primary=parse_colour(job.primary_colour),
+                      accent=parse_colour(job.accent_colour))
+    return RenderSpec(job.width, job.height, job.watermark, closing_card=job.closing_card, brand=brand,
+                      white_label=job.white_label)
+
+
 async def render_job(control: JobControl, settings: WorkerSettings, job: ClaimedJob) -> str:
     """Render a claimed job in a thread (the event loop keeps heartbeating), reporting
     progress as it goes; returns the video's URL path."""
@@ -89,7 +101,7 @@ async def render_job(control: JobControl, settings: WorkerSettings, job: Claimed
 
     options = job.options or {}
     duration = int(options.get("duration_seconds", 20))
-    spec = RenderSpec(job.width, job.height, job.watermark)
+    spec = render_spec(job)
     rendered = await asyncio.to_thread(settings.renderer, job.topic, job.platform, duration, spec,
                                        output_path(settings.media_root, job.id), progress,
                                        settings.media_root / ".cache", seed=job.id.int, voice=options.get("voice"),
@@ -173,6 +185,24 @@ def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSet
             await _after_failure(control, settings, job, error)
             return
         log.info("job %s completed", job_id)
+
+
+def register_media_erasure(pgq: PgQueuer, settings: WorkerSettings) -> None:
+    """`erase_media`: an account's deletion (sql/55_account_erasure.sql) queues one, due
+    when the renders that were running then are over, so a video such a render wrote after
+    the deletion (its completion refused) is deleted too. Runs in a render lane, which sees
+    MEDIA_ROOT."""
+    from web.erasure import remove_job_media
+
+    @pgq.entrypoint("erase_media")
+    async def erase_media(queued: Job) -> None:
+        try:
+            job_ids = [UUID(str(job_id)) for job_id in json.loads(queued.payload or b"")["job_ids"]]
+        except (ValueError, KeyError, TypeError):
+            log.error("dropping erase_media entry %s: %r", queued.id, queued.payload)
+            return
+        removed = await asyncio.to_thread(remove_job_media, settings.media_root, job_ids)
+        log.info("erase_media: %d file(s) of %d job(s) of a deleted account removed", removed, len(job_ids))
 
 
 # A mail that fails to send is retried this many times in all, backing off.
@@ -346,6 +376,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "a
         pgq = PgQueuer.from_asyncpg_connection(queue_conn)
         if lane != "light":
             register_entrypoints(pgq, JobControl(pool), settings)
+            register_media_erasure(pgq, settings)
         if lane != "render":
             register_schedules(pgq, pool)
             register_mail(pgq, pool, MailSettings.from_env())
