@@ -121,6 +121,8 @@ class Operation:
     body_fields: list[Field]
     responses: list[tuple[str, Markup, Markup | None]]
     curl: str
+    # the successful answer's status and example body, pretty-printed (None without one)
+    answer: tuple[str, str] | None = None
 
 
 # what a reader would type for common fields, where the schema has no example
@@ -156,12 +158,28 @@ def _curl(method: str, path: str, op: dict, spec: dict) -> str:
                 lines.append(f"  -F '{name}={example[name]}'")
     elif content and schema_name(content["schema"]):
         schema = _resolve(content["schema"], spec)
-        example = schema.get("example") or {
+        # the document's own example when it has one (the body's, then the schema's)
+        example = content.get("example") or (schema.get("examples") or [None])[0] or schema.get("example") or {
             f.name: EXAMPLE_VALUES.get(f.name) or _placeholder(_property(schema, f.name, spec))
             for f in fields_of(schema, spec) if f.required}
         lines.append('  -H "Content-Type: application/json"')
         lines.append(f"  -d '{json.dumps(example, ensure_ascii=False)}'")
     return " \\\n".join(lines)
+
+
+def _answer(op: dict, spec: dict) -> tuple[str, str] | None:
+    """(status, example as indented JSON) of the first successful answer that has one."""
+    for status, response in sorted(op["responses"].items()):
+        if status.startswith("2"):
+            media = response.get("content", {}).get("application/json")
+            if not media:
+                return None
+            example = media.get("example")
+            if example is None:
+                schema = _resolve(media.get("schema", {}), spec)
+                example = (schema.get("examples") or [None])[0]
+            return None if example is None else (status, json.dumps(example, indent=2, ensure_ascii=False))
+    return None
 
 
 def _property(schema: dict, name: str, spec: dict) -> dict:
@@ -208,7 +226,7 @@ def operations(spec: dict) -> dict[str, list[Operation]]:
                 authenticated=bool(op.get("security")), parameters=parameters,
                 body=type_label(body_schema) if body_schema else None,
                 body_fields=fields_of(_resolve(body_schema, spec), spec) if body_schema else [],
-                responses=responses, curl=_curl(method, path, op, spec)))
+                responses=responses, curl=_curl(method, path, op, spec), answer=_answer(op, spec)))
     return groups
 
 
