@@ -633,9 +633,9 @@ def test_the_webhooks_page_adds_an_endpoint_shows_its_secret_once_tests_and_rese
     assert deleted.status_code == 302 and hook.url not in browser.get("/webhooks").get_data(as_text=True)
 
 
-def test_the_migration_applies_to_a_populated_database_and_rolls_back():
-    """0085 on a database with accounts and jobs: their later changes emit events once an
-    endpoint exists, and the migration rolls back and re-applies."""
+def test_the_migrations_apply_to_a_populated_database_and_roll_back():
+    """0085 and 0086 on a database with accounts and jobs: their later changes emit events
+    once an endpoint exists, referral grants are accepted, and both roll back and re-apply."""
     from psycopg.rows import dict_row
 
     from web.migrate import ROLES_FILE, _run_sql_file, migrate, rollback_all
@@ -663,6 +663,12 @@ def test_the_migration_applies_to_a_populated_database_and_rolls_back():
             admin.execute("update subscriptions set tier = 'agency' where user_id = %s", (user,))
             types = [r["type"] for r in admin.execute("select type from webhook_events order by created_at, type")]
             assert sorted(types) == ["render.completed", "subscription.updated"]
+            # 0086 (referrals) let the ledger take referral grants, keeping every older row valid
+            admin.execute("insert into credit_ledger (user_id, delta, reason, idempotency_key) "
+                          "values (%s, 5, 'referral_grant', 'referral:referee:' || %s)", (user, user))
+            check = admin.execute("select pg_get_constraintdef(oid) as d from pg_constraint "
+                                  "where conname = 'credit_ledger_reason_check'").fetchone()["d"]
+            assert "'upgrade_grant'::text, 'referral_grant'::text" in check and "convalidated" not in check
 
             rollback_all(dsn)
             migrate(dsn, environ={})
