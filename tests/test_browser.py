@@ -239,7 +239,7 @@ def test_pages_fit_phone_and_desktop(stack, browser, viewport):
     page.fill("#email", f"layout-{time.time_ns()}@example.com")
     page.fill("#password", "velvet-otter-canyon-42")
     page.click("button[type=submit]")
-    for path in ("/dashboard", "/billing", "/account"):
+    for path in ("/dashboard", "/billing", "/account", "/webhooks", "/referrals"):
         page.goto(path)
         assert fits_the_screen(page), path
         shot(page, f"layout-{name}{path.replace('/', '-')}")
