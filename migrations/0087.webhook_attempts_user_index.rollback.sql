@@ -1,2 +1,0 @@
--- transactional: false
-drop index concurrently if exists webhook_attempts_user_id_idx;
