@@ -278,6 +278,23 @@ as $$
 $$;
 grant execute on function app.referrals_summary() to sg_app;
 
+/**
+ * The current user's standing as a referrer: rewards this calendar month (UTC, against
+ * the cap) and the credits their referrals have earned them, read from the ledger.
+ */
+create or replace function app.referral_standing(out rewards_this_month integer, out credits_earned integer)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select (select count(*)::integer from public.referrals r
+           where r.referrer_id = app.require_user_id()
+             and r.referrer_rewarded_at >= date_trunc('month', now() at time zone 'UTC') at time zone 'UTC'),
+         (select coalesce(sum(l.delta), 0)::integer from public.credit_ledger l
+           where l.user_id = app.require_user_id() and l.reason = 'referral_grant'
+             and l.idempotency_key like 'referral:referrer:%')
+$$;
+grant execute on function app.referral_standing() to sg_app;
+
 set local role sg_owner;
 
 drop trigger if exists reward_referee on public.users;

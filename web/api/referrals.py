@@ -46,34 +46,33 @@ REFUSED_TEXT = {
 
 
 def summary(cur) -> dict:
-    """The current user's link, terms, this month's rewards and their referees."""
+    """The current user's link, terms, standing this month and their referees."""
     cur.execute("select app.referral_code(%s) as code", (accounts.client_ip(request),))
     code = cur.fetchone()["code"]
     cur.execute("select * from app.referral_terms()")
     terms = cur.fetchone()
+    cur.execute("select * from app.referral_standing()")
+    standing = cur.fetchone()
     cur.execute("select * from app.referrals_summary()")
-    rows = cur.fetchall()
-    from datetime import datetime, timezone
-
-    month = datetime.now(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    referees = []
-    for row in rows:
-        status = row["status"]
-        if status == "pending" and not row["confirmed"]:
-            detail = "waiting for them to confirm their email"
-        elif status == "refused":
-            detail = f"not rewarded: {REFUSED_TEXT.get(row['refused_reason'], 'the same person')}"
-        else:
-            detail = STATUS_TEXT[status]
-        referees.append({"referee": row["referee"], "joined_at": row["joined_at"].isoformat(), "status": status,
-                         "detail": detail,
-                         "credits_earned": terms["referrer_credits"] if row["referrer_rewarded_at"] else 0,
-                         "rewarded_at": row["referrer_rewarded_at"].isoformat() if row["referrer_rewarded_at"]
-                         else None})
+    referees = [_referee_json(row, terms["referrer_credits"]) for row in cur.fetchall()]
     return {"code": code, "link": referral_link(code), "referee_credits": terms["referee_credits"],
             "referrer_credits": terms["referrer_credits"], "monthly_cap": terms["monthly_cap"],
-            "rewards_this_month": sum(1 for r in rows if r["referrer_rewarded_at"] and r["referrer_rewarded_at"] >= month),
-            "credits_earned": sum(r["credits_earned"] for r in referees), "referrals": referees}
+            "rewards_this_month": standing["rewards_this_month"], "credits_earned": standing["credits_earned"],
+            "referrals": referees}
+
+
+def _referee_json(row: dict, referrer_credits: int) -> dict:
+    status = row["status"]
+    if status == "pending" and not row["confirmed"]:
+        detail = "waiting for them to confirm their email"
+    elif status == "refused":
+        detail = f"not rewarded: {REFUSED_TEXT.get(row['refused_reason'], 'the same person')}"
+    else:
+        detail = STATUS_TEXT[status]
+    rewarded_at = row["referrer_rewarded_at"]
+    return {"referee": row["referee"], "joined_at": row["joined_at"].isoformat(), "status": status, "detail": detail,
+            "credits_earned": referrer_credits if rewarded_at else 0,
+            "rewarded_at": rewarded_at.isoformat() if rewarded_at else None}
 
 
 @api.get("/referrals")
