@@ -505,6 +505,39 @@ def test_dns_rebinding_cannot_move_the_connection(monkeypatch):
     assert "non-public address (10.1.2.3)" in mixed.error and len(connected) == 1
 
 
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_deadline():
+    """The socket timeout bounds each read; a byte every 0.2 s would dodge it for ever, so
+    the whole exchange has a deadline too."""
+    import socket as sockets
+
+    server = sockets.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200:
+            if stop.is_set():
+                break
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    settings = WebhookSettings(allow_private_addresses=True, timeout_seconds=1)
+    started = time.monotonic()
+    outcome = webhooks.post(f"http://127.0.0.1:{server.getsockname()[1]}/", b"{}", {}, settings)
+    stop.set()
+    server.close()
+    assert time.monotonic() - started < 2.5
+    assert outcome.status_code is None and outcome.error == "No complete answer within 1 s."
+
+
 def test_redirects_are_not_followed(hook_app, connect, receiver, worker_pool):
     inner = receiver()
     outer = receiver(statuses=(307,), headers={"Location": inner.url})
