@@ -26,8 +26,11 @@ create table referrals (
                                                       'same_payment_method')),
   referee_rewarded_at  timestamptz,
   referrer_rewarded_at timestamptz,
-  -- the referee's first paid invoice, which paid the referrer
-  rewarded_invoice     text
+  -- the referee's first paid invoice, which pays the referrer once the hold has passed
+  rewarded_invoice     text,
+  -- when the referrer's reward is decided: an hour after that invoice, so Stripe's other
+  -- events about the payment (the card's fingerprint) have arrived whatever their order
+  reward_due_at        timestamptz
 );
 create index referrals_referrer_idx on referrals (referrer_id, referrer_rewarded_at);
 

@@ -16,7 +16,8 @@
 --
 -- Ledger grants (reason referral_grant), each keyed so it happens once whatever repeats:
 --   referral:referee:<referee>    +5 to the referee when their address is confirmed
---   referral:referrer:<referee>   +10 to the referrer for the referee's first paid invoice
+--   referral:referrer:<referee>   +10 to the referrer for the referee's first paid invoice,
+--                                 decided by the worker an hour after it (`referral_reward`)
 set local role sg_owner;
 
 alter table public.referral_codes enable row level security;
@@ -43,12 +44,13 @@ grant select, insert on public.payment_fingerprints to sg_service;
 
 set local role sg_service;
 
--- What each side earns, and the referrer's monthly ceiling.
+-- What each side earns, the referrer's monthly ceiling, and how long after the referee's
+-- first payment the referrer's reward is decided.
 create or replace function app.referral_terms(out referee_credits integer, out referrer_credits integer,
-                                              out monthly_cap integer)
+                                              out monthly_cap integer, out reward_hold interval)
 language sql immutable parallel safe
 set search_path = pg_catalog, pg_temp
-as $$ select 5, 10, 20 $$;
+as $$ select 5, 10, 20, interval '1 hour' $$;
 grant execute on function app.referral_terms() to sg_app;
 
 /** One mailbox, whatever alias reaches it: lower case, no +tag, and for Gmail no dots. Anyone may call it. */
@@ -211,10 +213,10 @@ end
 $$;
 
 /**
- * The referrer's +10 for `referee`'s first paid invoice (called by the invoice.paid
- * applier, sql/51_stripe_events.sql): once per referee; refused when the referee paid
- * with a card the referrer has used; none past the referrer's 20 rewards this month
- * (decided one at a time per referrer). Returns what it did.
+ * `referee`'s first paid invoice (called by the invoice.paid applier,
+ * sql/51_stripe_events.sql): the referrer's reward is due an hour later, when the
+ * worker decides it (app.settle_referral_reward), so a charge event that Stripe sends
+ * after the invoice's still counts. Once per referee. Returns what it did.
  */
 create or replace function app._reward_referrer(referee uuid, invoice_id text, amount_paid integer) returns text
 language plpgsql
@@ -222,21 +224,50 @@ set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 declare
-  referral public.referrals%rowtype;
-  this_month timestamptz := date_trunc('month', now() at time zone 'UTC') at time zone 'UTC';
+  due timestamptz := now() + (app.referral_terms()).reward_hold;
 begin
   if coalesce(amount_paid, 0) <= 0 then
     return 'nothing paid';
   end if;
-  select * into referral from public.referrals r where r.referee_id = referee;
-  if not found or referral.status <> 'pending' then
+  update public.referrals r set rewarded_invoice = invoice_id, reward_due_at = due
+   where r.referee_id = referee and r.status = 'pending' and r.reward_due_at is null;
+  if not found then
     return 'no referral to reward';
   end if;
-  -- one reward decision at a time per referrer, so the monthly cap holds under concurrent invoices
+  insert into public.pgqueuer (priority, entrypoint, payload, status, execute_after, dedupe_key)
+  values (15, 'referral_reward', convert_to(json_build_object('referee', referee)::text, 'UTF8'), 'queued', due,
+          'referral_reward:' || referee)
+  on conflict do nothing;
+  return 'referrer reward due at ' || due;
+end
+$$;
+
+/**
+ * The worker's decision on a referrer's reward once it is due: +10, once per referee;
+ * refused when the referee paid with a card the referrer has used; none past the
+ * referrer's 20 rewards this calendar month (UTC), decided one at a time per referrer so
+ * the cap holds under concurrent decisions. Returns what it did.
+ */
+create or replace function app.settle_referral_reward(referee uuid) returns text
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+  referral public.referrals%rowtype;
+  this_month timestamptz := date_trunc('month', now() at time zone 'UTC') at time zone 'UTC';
+begin
+  select * into referral from public.referrals r where r.referee_id = referee;
+  if not found or referral.status <> 'pending' or referral.reward_due_at is null then
+    return 'no reward to decide';
+  end if;
+  if referral.reward_due_at > now() then
+    return 'not due until ' || referral.reward_due_at;
+  end if;
   perform 1 from public.referral_codes c where c.user_id = referral.referrer_id for update;
   select * into referral from public.referrals r where r.id = referral.id for update;
   if referral.status <> 'pending' then
-    return 'no referral to reward';
+    return 'no reward to decide';
   end if;
   if exists (select 1 from public.payment_fingerprints a join public.payment_fingerprints b using (fingerprint)
               where a.user_id = referral.referee_id and b.user_id = referral.referrer_id) then
@@ -246,17 +277,16 @@ begin
   if (select count(*) from public.referrals r
        where r.referrer_id = referral.referrer_id and r.referrer_rewarded_at >= this_month)
      >= (app.referral_terms()).monthly_cap then
-    update public.referrals r set status = 'capped', rewarded_invoice = invoice_id where r.id = referral.id;
+    update public.referrals r set status = 'capped' where r.id = referral.id;
     return 'referrer at the monthly cap: nothing granted';
   end if;
   perform app.grant_credits(referral.referrer_id, (app.referral_terms()).referrer_credits, 'referral_grant',
                             'referral:referrer:' || referral.referee_id);
-  update public.referrals r
-     set status = 'rewarded', referrer_rewarded_at = now(), rewarded_invoice = invoice_id
-   where r.id = referral.id;
+  update public.referrals r set status = 'rewarded', referrer_rewarded_at = now() where r.id = referral.id;
   return 'referrer rewarded';
 end
 $$;
+grant execute on function app.settle_referral_reward(uuid) to sg_worker;
 
 /**
  * The current user's referral programme: their code (see app.referral_code), this month's
@@ -265,12 +295,12 @@ $$;
  */
 create or replace function app.referrals_summary()
 returns table (referee text, joined_at timestamptz, status text, refused_reason text, confirmed boolean,
-               referee_rewarded boolean, referrer_rewarded_at timestamptz)
+               referee_rewarded boolean, reward_due_at timestamptz, referrer_rewarded_at timestamptz)
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
   select left(split_part(u.email, '@', 1), 1) || '•••@' || split_part(u.email, '@', 2), r.created_at, r.status,
-         r.refused_reason, u.is_verified, r.referee_rewarded_at is not null, r.referrer_rewarded_at
+         r.refused_reason, u.is_verified, r.referee_rewarded_at is not null, r.reward_due_at, r.referrer_rewarded_at
     from public.referrals r join public.users u on u.id = r.referee_id
    where r.referrer_id = app.require_user_id()
    order by r.created_at desc, r.id

@@ -95,6 +95,13 @@ def pay_first_invoice(app, admin, user_id, fingerprint: str | None = None, subsc
     return payload
 
 
+def settle(connect, admin, referee_id) -> str:
+    """The hour passes, and the worker decides the referrer's reward (its `referral_reward` entry)."""
+    admin.execute("update referrals set reward_due_at = now() where referee_id = %s and reward_due_at > now()",
+                  (referee_id,))
+    return connect("sg_worker").execute("select app.settle_referral_reward(%s) as o", (referee_id,)).fetchone()["o"]
+
+
 # --- the link -----------------------------------------------------------------------------
 
 
@@ -114,7 +121,7 @@ def test_a_link_needs_a_confirmed_address_and_stays_the_same(app, admin):
 # --- the rewards --------------------------------------------------------------------------
 
 
-def test_the_referee_gets_5_on_confirmation_and_the_referrer_10_on_the_first_paid_invoice_once(app, admin):
+def test_the_referee_gets_5_on_confirmation_and_the_referrer_10_on_the_first_paid_invoice_once(app, admin, connect):
     ref = referrer(app, admin)
     friend = new_account(app, referral_code=ref["code"])
     assert referral(admin, friend["id"])["status"] == "pending"
@@ -130,6 +137,17 @@ def test_the_referee_gets_5_on_confirmation_and_the_referrer_10_on_the_first_pai
 
     before = balance(admin, ref["id"])
     first = pay_first_invoice(app, admin, friend["id"])
+    # decided an hour later by the worker, once Stripe's other events about the payment are in
+    row = referral(admin, friend["id"])
+    assert row["status"] == "pending" and row["rewarded_invoice"] == first["data"]["object"]["id"]
+    entry = admin.execute("select execute_after from pgqueuer where entrypoint = 'referral_reward' "
+                          "and dedupe_key = %s", (f"referral_reward:{friend['id']}",)).fetchone()
+    assert abs((entry["execute_after"] - row["reward_due_at"]).total_seconds()) < 1
+    assert 3590 < (row["reward_due_at"] - row["created_at"]).total_seconds() < 3700
+    worker = connect("sg_worker")
+    assert worker.execute("select app.settle_referral_reward(%s) as o", (friend["id"],)).fetchone()["o"] \
+        .startswith("not due until")
+    assert settle(connect, admin, friend["id"]) == "referrer rewarded"
     assert referral_ledger(admin, ref["id"]) == [(f"referral:referrer:{friend['id']}", 10)]
     assert balance(admin, ref["id"]) == before + 10 == ledger_sum(admin, ref["id"])
     # Stripe repeats the event, and the next invoices are paid: nothing more
@@ -137,6 +155,7 @@ def test_the_referee_gets_5_on_confirmation_and_the_referrer_10_on_the_first_pai
     sub = first["data"]["object"]["parent"]["subscription_details"]["subscription"]
     post_event(app, invoice_paid(customer_of(admin, friend["id"]), sub, PRICES["starter"],
                                  int(time.time()) + 30 * 86400, reason="subscription_cycle"))
+    assert settle(connect, admin, friend["id"]) == "no reward to decide"
     assert balance(admin, ref["id"]) == before + 10
     assert referral(admin, friend["id"])["status"] == "rewarded"
 
@@ -182,7 +201,7 @@ def test_an_unknown_code_changes_nothing_about_the_signup(app, admin):
     ("Ann{t}+shop@Example.org", "ann{t}@example.org"),
     ("a.n.n{t}@gmail.com", "ann{t}+x@googlemail.com"),
 ])
-def test_self_referral_by_an_address_alias_is_refused(app, admin, referrer_email, referee_email):
+def test_self_referral_by_an_address_alias_is_refused(app, admin, connect, referrer_email, referee_email):
     tag = uuid.uuid4().hex[:6]
     ref = referrer(app, admin, referrer_email.format(t=tag))
     friend = new_account(app, referee_email.format(t=tag), referral_code=ref["code"])
@@ -190,6 +209,7 @@ def test_self_referral_by_an_address_alias_is_refused(app, admin, referrer_email
     assert (row["status"], row["refused_reason"]) == ("refused", "same_email"), (ref["email"], friend["email"])
     verify(admin, friend["id"])
     pay_first_invoice(app, admin, friend["id"])
+    assert settle(connect, admin, friend["id"]) == "no reward to decide"
     assert referral_ledger(admin, friend["id"]) == [] and referral_ledger(admin, ref["id"]) == []
 
 
@@ -261,13 +281,21 @@ def test_the_network_rule_forgets_after_a_day(app, admin):
     assert referral(admin, friend["id"])["status"] == "pending"
 
 
-def test_a_referee_paying_with_the_referrers_card_earns_the_referrer_nothing(app, admin):
+@pytest.mark.parametrize("charge_after_invoice", [False, True], ids=["charge-first", "invoice-first"])
+def test_a_referee_paying_with_the_referrers_card_earns_the_referrer_nothing(app, admin, connect, charge_after_invoice):
+    """Whatever order Stripe sends the charge and the invoice in (the reward waits an hour)."""
     ref = referrer(app, admin)
-    post_event(app, charge_succeeded(customer_of(admin, ref["id"]), "fp_shared_card_1"))
+    card = f"fp_shared_{uuid.uuid4().hex[:8]}"
+    post_event(app, charge_succeeded(customer_of(admin, ref["id"]), card))
     friend = new_account(app, referral_code=ref["code"])
     verify(admin, friend["id"])
     before = balance(admin, ref["id"])
-    pay_first_invoice(app, admin, friend["id"], fingerprint="fp_shared_card_1")
+    if charge_after_invoice:
+        pay_first_invoice(app, admin, friend["id"])
+        post_event(app, charge_succeeded(customer_of(admin, friend["id"]), card))
+    else:
+        pay_first_invoice(app, admin, friend["id"], fingerprint=card)
+    assert settle(connect, admin, friend["id"]) == "no reward to decide"
     row = referral(admin, friend["id"])
     assert (row["status"], row["refused_reason"]) == ("refused", "same_payment_method")
     assert balance(admin, ref["id"]) == before and referral_ledger(admin, ref["id"]) == []
@@ -275,12 +303,13 @@ def test_a_referee_paying_with_the_referrers_card_earns_the_referrer_nothing(app
     assert referral_ledger(admin, friend["id"]) == [(f"referral:referee:{friend['id']}", 5)]
 
 
-def test_a_different_card_pays_the_referrer(app, admin):
+def test_a_different_card_pays_the_referrer(app, admin, connect):
     ref = referrer(app, admin)
     post_event(app, charge_succeeded(customer_of(admin, ref["id"]), "fp_referrer_own"))
     friend = new_account(app, referral_code=ref["code"])
     verify(admin, friend["id"])
     pay_first_invoice(app, admin, friend["id"], fingerprint="fp_friend_own")
+    assert settle(connect, admin, friend["id"]) == "referrer rewarded"
     assert referral(admin, friend["id"])["status"] == "rewarded"
     assert referral_ledger(admin, ref["id"]) == [(f"referral:referrer:{friend['id']}", 10)]
 
@@ -302,7 +331,9 @@ def referees_of(admin, referrer_id, count: int, rewarded: bool) -> list:
     return made
 
 
-def test_the_cap_is_20_rewards_a_month_even_for_concurrent_invoices(app, admin):
+def test_the_cap_is_20_rewards_a_month_even_for_concurrent_decisions(app, admin, connect, database_dsn):
+    from web.config import role_dsn
+
     ref = referrer(app, admin)
     referees_of(admin, ref["id"], 18, rewarded=True)
     waiting = referees_of(admin, ref["id"], 6, rewarded=False)
@@ -311,6 +342,16 @@ def test_the_cap_is_20_rewards_a_month_even_for_concurrent_invoices(app, admin):
                              int(time.time())) for uid in waiting]
     with ThreadPoolExecutor(max_workers=len(payloads)) as pool:
         list(pool.map(lambda p: post_event(app, p), payloads))
+    admin.execute("update referrals set reward_due_at = now() where referrer_id = %s and reward_due_at is not null",
+                  (ref["id"],))
+
+    def decide(uid):  # six workers at once, each with its own connection
+        with psycopg.connect(role_dsn(database_dsn, "sg_worker"), autocommit=True) as worker:
+            return worker.execute("select app.settle_referral_reward(%s)", (uid,)).fetchone()[0]
+
+    with ThreadPoolExecutor(max_workers=len(waiting)) as pool:
+        outcomes = sorted(pool.map(decide, waiting))
+    assert outcomes == ["referrer at the monthly cap: nothing granted"] * 4 + ["referrer rewarded"] * 2
     statuses = sorted(referral(admin, uid)["status"] for uid in waiting)
     assert statuses == ["capped"] * 4 + ["rewarded"] * 2
     assert balance(admin, ref["id"]) == before + 20 == ledger_sum(admin, ref["id"])
@@ -321,7 +362,7 @@ def test_the_cap_is_20_rewards_a_month_even_for_concurrent_invoices(app, admin):
                   "where referrer_id = %s and status = 'rewarded'", (ref["id"],))
     [late] = referees_of(admin, ref["id"], 1, rewarded=False)
     pay_first_invoice(app, admin, late)
-    assert referral(admin, late)["status"] == "rewarded"
+    assert settle(connect, admin, late) == "referrer rewarded"
 
 
 # --- who may do what, and the page ------------------------------------------------------------
@@ -332,6 +373,7 @@ def test_the_web_role_cannot_read_or_pay_referrals_directly(app, admin, connect)
     app_role = connect("sg_app")
     for statement in ("select * from referrals", "select * from referral_codes", "select * from payment_fingerprints",
                       f"select app._reward_referrer('{ref['id']}', 'in_x', 900)",
+                      f"select app.settle_referral_reward('{ref['id']}')",
                       "select app._note_payment_fingerprint('{}')"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             with app_role.transaction():
@@ -339,14 +381,16 @@ def test_the_web_role_cannot_read_or_pay_referrals_directly(app, admin, connect)
                 app_role.execute(statement)
 
 
-def test_the_referrals_page_shows_the_link_and_each_friend(app, admin):
+def test_the_referrals_page_shows_the_link_and_each_friend(app, admin, connect):
     ref = referrer(app, admin)
     friend = new_account(app, referral_code=ref["code"])
     verify(admin, friend["id"])
     pay_first_invoice(app, admin, friend["id"])
-    unconfirmed = new_account(app, referral_code=ref["code"])
     browser = client_with_own_ip(app)
     log_in(browser, ref["email"], STRONG_PASSWORD)
+    assert "paid: your credits arrive within the hour" in browser.get("/referrals").get_data(as_text=True)
+    settle(connect, admin, friend["id"])
+    unconfirmed = new_account(app, referral_code=ref["code"])
     page = browser.get("/referrals")
     html = page.get_data(as_text=True)
     assert page.status_code == 200

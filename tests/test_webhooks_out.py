@@ -809,9 +809,17 @@ def test_live_render_completed_deliveries_verify_and_a_referral_pays_once(databa
                 answer = requests.post(f"{base}/v1/billing/webhook", data=body, headers=headers)
                 assert answer.status_code == 200, answer.text
                 say(f"Stripe invoice.paid for the friend (delivery {attempt}) -> {answer.json()['outcome']}")
+            # the reward is decided an hour later by the worker: let the hour pass
+            admin.execute("update referrals set reward_due_at = now() where referee_id = %s", (friend["user"]["id"],))
+            admin.execute("update pgqueuer set execute_after = now() where dedupe_key = %s",
+                          (f"referral_reward:{friend['user']['id']}",))
+            deadline = time.monotonic() + 30
+            while (http.get(f"{base}/v1/user/credits", headers=auth).json()["credits_remaining"] == before
+                   and time.monotonic() < deadline):
+                time.sleep(0.3)
             after = http.get(f"{base}/v1/user/credits", headers=auth).json()["credits_remaining"]
             programme = http.get(f"{base}/v1/referrals", headers=auth).json()
-            say(f"referrer balance {before} -> {after}; referrals: " + ", ".join(
+            say(f"an hour later the worker decides: referrer balance {before} -> {after}; referrals: " + ", ".join(
                 f"{r['referee']} {r['status']} +{r['credits_earned']}" for r in programme["referrals"]))
             assert after == before + 10 and programme["credits_earned"] == 10
         finally:

@@ -65,6 +65,8 @@ def _referee_json(row: dict, referrer_credits: int) -> dict:
     status = row["status"]
     if status == "pending" and not row["confirmed"]:
         detail = "waiting for them to confirm their email"
+    elif status == "pending" and row["reward_due_at"]:
+        detail = "paid: your credits arrive within the hour"
     elif status == "refused":
         detail = f"not rewarded: {REFUSED_TEXT.get(row['refused_reason'], 'the same person')}"
     else:
