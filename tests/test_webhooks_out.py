@@ -236,7 +236,7 @@ def test_the_documented_verification_snippet_verifies_a_real_delivery(hook_app, 
     browser = client_with_own_ip(hook_app)
     log_in(browser, customer["email"])
     page = browser.get("/webhooks").get_data(as_text=True)
-    snippet = re.search(r"<pre><code>(.*?)</code></pre>", page, re.S).group(1)
+    snippet = re.search(r"<pre[^>]*><code>(.*?)</code></pre>", page, re.S).group(1)
     snippet = snippet.replace("&gt;", ">").replace("&lt;", "<").replace("&#34;", '"').replace("&amp;", "&")
     namespace: dict = {}
     exec(snippet, namespace)  # noqa: S102 - our own page's code
