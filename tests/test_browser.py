@@ -6,6 +6,7 @@ Screenshots of every step land in tests/artifacts/.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -289,6 +290,20 @@ def audio_peak(page, url: str) -> float:
     }""", url)
 
 
+def curl(*args: str) -> str:
+    """Run the real curl; its output (fails the test on an HTTP error)."""
+    result = subprocess.run(["curl", "-sS", "--fail-with-body", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result.stdout
+
+
+def curl_with_headers(*args: str) -> tuple[dict[str, str], dict]:
+    """curl with the response headers (lower-case names) and the JSON body."""
+    head, _, body = curl("-D", "-", *args).replace("\r\n", "\n").partition("\n\n")
+    headers = dict(line.split(": ", 1) for line in head.splitlines()[1:] if ": " in line)
+    return {name.lower(): value for name, value in headers.items()}, json.loads(body)
+
+
 def wait_for_sample(page, timeout: float = 240) -> None:
     """The worker renders the landing page's sample at its first start: reload until it is there."""
     deadline = time.time() + timeout
@@ -319,7 +334,8 @@ def test_landing_to_a_narrated_video_and_a_second_tab(stack, browser):
     page.click("#cta-signup")
     page.wait_for_url(f"{base}/signup")
     assert axe_violations(page) == []
-    page.fill("#email", f"landing-{time.time_ns()}@example.com")
+    email = f"landing-{time.time_ns()}@example.com"
+    page.fill("#email", email)
     page.fill("#password", "velvet-otter-canyon-42")
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}/dashboard")
@@ -369,6 +385,23 @@ def test_landing_to_a_narrated_video_and_a_second_tab(stack, browser):
     job.locator("form button[type=submit]").first.click()
     page.wait_for_selector("text=Renamed to “Three hearts”.")
     assert page.locator("li.job h3").first.inner_text() == "Three hearts"
+
+    # the same video through the API with a key, by curl: a Pro plan's key (the plan is
+    # set directly, as a purchase would; billing has its own browser test above)
+    admin = stack["admin"]
+    admin.execute("update subscriptions set tier = 'pro' where user_id = (select id from users where email = %s)",
+                  (email,))
+    admin.execute("update users set is_verified = true where email = %s", (email,))
+    signed_in = json.loads(curl("-X", "POST", f"{base}/v1/auth/login", "-H", "Content-Type: application/json",
+                                "-d", json.dumps({"email": email, "password": "velvet-otter-canyon-42"})))
+    created = json.loads(curl("-X", "POST", f"{base}/v1/keys", "-H", f"Authorization: Bearer {signed_in['access_token']}",
+                              "-H", "Content-Type: application/json", "-d", '{"name": "browser test"}'))
+    assert created["key"].startswith("sk_")
+    listed = json.loads(curl(f"{base}/v1/jobs", "-H", f"Authorization: Bearer {created['key']}"))
+    assert listed["jobs"][0]["title"] == "Three hearts" and listed["jobs"][0]["poster_url"].endswith(".jpg")
+    # the live server compresses JSON for a client that asks (curl decodes it again)
+    headers, contract = curl_with_headers(f"{base}/openapi.json", "--compressed")
+    assert headers.get("content-encoding") in ("br", "gzip") and "/v1/jobs/{job_id}" in contract["paths"]
     page.once("dialog", lambda dialog: dialog.accept())
     page.locator("li.job form.delete button").first.click()
     page.wait_for_selector("text=Video deleted. The credit it cost stays spent.")
