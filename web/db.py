@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .identity import Identity
 
 _EXTENSION = "sg_pool"
+# g's attribute holding the connection of a request-wide transaction (request_transaction)
+_REQUEST_CONNECTION = "sg_request_connection"
 
 
 class LazyPool:
@@ -105,6 +107,13 @@ def call(sql: str, params: tuple = (), *, identity: "Identity | None" = None,
     for anything longer.
     """
     check_sql, check_params = _acting_as(identity, user_id)
+    joined = g.get(_REQUEST_CONNECTION)
+    if joined is not None:
+        with _refusals_as_api_errors(), joined.transaction(), ClientCursor(joined, row_factory=dict_row) as cur:
+            cur.execute(f"{check_sql}; {sql}", (*check_params, *params))
+            _note_user(cur.fetchone())
+            cur.nextset()
+            return cur.fetchall()
     pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
     with _refusals_as_api_errors(), pool.connection() as conn, ClientCursor(conn, row_factory=dict_row) as cur:
         cur.execute(f"{check_sql}; {sql}", (*check_params, *params))
@@ -119,11 +128,36 @@ def tx(user_id: UUID | str | None = None, *, identity: "Identity | None" = None)
 
     With `identity` (a bearer token or API key), its database check runs first and
     makes its user current instead. Commits when the block ends normally, rolls back
-    when it raises.
+    when it raises. Inside a request_transaction it is a savepoint of that transaction.
     """
+    joined = g.get(_REQUEST_CONNECTION)
+    if joined is not None:
+        with _refusals_as_api_errors(), joined.transaction(), joined.cursor(row_factory=dict_row) as cur:
+            cur.execute(*_acting_as(identity, user_id))
+            _note_user(cur.fetchone())
+            yield cur
+        return
     pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
     with _refusals_as_api_errors(), pool.connection() as conn, conn.transaction(), \
             conn.cursor(row_factory=dict_row) as cur:
         cur.execute(*_acting_as(identity, user_id))
         _note_user(cur.fetchone())
         yield cur
+
+
+@contextmanager
+def request_transaction(identity: "Identity") -> Iterator[Cursor]:
+    """One transaction for a whole request, acting for `identity`: every `tx` and `call`
+    the view makes inside the block joins it (as a savepoint) instead of committing on
+    its own, so what the block writes beside the view's work (an idempotency key) commits
+    with that work or not at all. Commits when the block ends normally."""
+    pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
+    with _refusals_as_api_errors(), pool.connection() as conn, conn.transaction(), \
+            conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(*_acting_as(identity, None))
+        _note_user(cur.fetchone())
+        setattr(g, _REQUEST_CONNECTION, conn)
+        try:
+            yield cur
+        finally:
+            g.pop(_REQUEST_CONNECTION, None)

@@ -289,3 +289,108 @@ def openapi_json():
 @docs.get("/docs")
 def api_docs():
     return render_template("docs.html", spec=DOCUMENT)
+
+
+# -- The developer API: key scopes and budgets, batches, Idempotency-Key, rate limits --------
+
+KEY_SCOPES = ["videos:write", "videos:read", "credits:read", "webhooks:manage"]
+SCOPES_FIELD = {"type": "array", "items": {"enum": KEY_SCOPES}, "minItems": 1, "maxItems": 4, "uniqueItems": True,
+                "description": "what the key may do; default: all four. Keys never manage keys, billing or "
+                               "the account (that needs a signed-in session)"}
+BUDGET_FIELD = {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000,
+                "description": "credits the key may spend per calendar month (UTC); null: no limit but "
+                               "the balance"}
+BATCH_ITEM = {**SCHEMAS["GenerateRequest"], "description": "one video, as for /v1/shorts/generate"}
+
+SCHEMAS.update({
+    "KeyCreate": {**obj(["name"], name={**TEXT, "minLength": 1, "maxLength": 100}, scopes=SCOPES_FIELD,
+                        monthly_budget=BUDGET_FIELD),
+                  "example": {"name": "CI server", "scopes": ["videos:write", "videos:read"],
+                              "monthly_budget": 50}},
+    "Key": obj(["id", "name", "prefix", "scopes", "monthly_budget", "budget_used", "created_at", "last_used"],
+               id=UUID, name=STRING, prefix=STRING, scopes={"type": "array", "items": {"enum": KEY_SCOPES}},
+               monthly_budget={"type": ["integer", "null"]},
+               budget_used={"type": "integer", "minimum": 0,
+                            "description": "credits spent through the key this month (refunds not counted)"},
+               created_at=DATETIME, last_used={"type": ["string", "null"], "format": "date-time"}),
+    "BatchRequest": {**obj(["items"], items={"type": "array", "items": BATCH_ITEM, "minItems": 1, "maxItems": 50}),
+                     "example": {"items": [{"platform": "tiktok", "topic": "the history of coffee"},
+                                           {"platform": "youtube_shorts", "topic": "why cats purr",
+                                            "duration_seconds": 30}]}},
+    "BatchAccepted": obj(["batch_id", "job_ids", "status", "credits_remaining"], batch_id=UUID,
+                         job_ids={"type": "array", "items": UUID, "minItems": 1, "maxItems": 50,
+                                  "description": "in the order of the request's items"},
+                         status={"const": "queued"}, credits_remaining={"type": "integer", "minimum": 0}),
+    "Batch": obj(["batch_id", "status", "progress", "total", "counts", "created_at", "items"], batch_id=UUID,
+                 status={"enum": ["queued", "processing", "completed", "partially_failed", "failed"]},
+                 progress={"type": "integer", "minimum": 0, "maximum": 100,
+                           "description": "of the whole batch; a failed (refunded) video counts as done"},
+                 total={"type": "integer", "minimum": 1, "maximum": 50},
+                 counts=obj(["queued", "processing", "completed", "failed"],
+                            **{s: {"type": "integer", "minimum": 0}
+                               for s in ("queued", "processing", "completed", "failed")}),
+                 created_at=DATETIME, items={"type": "array", "items": ref("Job")}),
+})
+
+PATHS.update({
+    "/v1/shorts/batch": {"post": operation(
+        "Spend one credit per video on up to 50 videos, all or nothing (402 says how many credits the batch "
+        "needs; nothing is spent)", 202, ref("BatchAccepted"), [402, 409], body="BatchRequest", tag="videos")},
+    "/v1/batches/{batch_id}": {"get": operation("One of your batches: each video's status and the progress of "
+                                                "the whole", 200, ref("Batch"), [404],
+                                                params=[path_id("batch_id")], tag="videos")},
+})
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+    "description": "Carry this request out at most once: a retry with the same key and body within 24 hours "
+                   "gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing; the same "
+                   "key with another body is a 422; a retry while the first is still running is a 409.",
+}
+RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": "requests a minute your plan allows (per API key, or per user for access tokens)",
+    "RateLimit-Remaining": "requests left in the current minute",
+    "RateLimit-Reset": "seconds until the minute's count starts again",
+}
+
+
+def _header(name: str) -> dict:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+HEADERS = {
+    **{name: {"description": text, "required": False, "schema": {"type": "integer", "minimum": 0}}
+       for name, text in RATE_LIMIT_HEADERS.items()},
+    "Retry-After": {"description": "seconds to wait before trying again", "required": True,
+                    "schema": {"type": "integer", "minimum": 0}},
+    "Idempotent-Replayed": {"description": "true when this is the kept answer of an earlier request with the "
+                                           "same Idempotency-Key", "required": False, "schema": {"const": "true"}},
+}
+
+
+def _with_developer_headers(paths: dict) -> None:
+    """Every authenticated operation is rate limited (429 + Retry-After) and says so in
+    RateLimit-* headers; every authenticated POST takes an Idempotency-Key (422 for a key
+    reused with another body, 409 while the first request runs)."""
+    rate_headers = {name: _header(name) for name in RATE_LIMIT_HEADERS}
+    for path_ops in paths.values():
+        for method, op in path_ops.items():
+            if not op.get("security"):
+                continue
+            statuses = {"429"} | ({"409", "422"} if method == "post" else set())
+            for status in statuses - set(op["responses"]):
+                op["responses"][status] = json_response(ERROR_TEXT[int(status)], ref("Error"))
+            op["responses"]["429"] = {**op["responses"]["429"],
+                                      "headers": {"Retry-After": _header("Retry-After"), **rate_headers}}
+            for status, response in op["responses"].items():
+                if status.startswith("2"):
+                    response["headers"] = {**response.get("headers", {}), **rate_headers}
+                    if method == "post":
+                        response["headers"]["Idempotent-Replayed"] = _header("Idempotent-Replayed")
+            if method == "post":
+                op["parameters"] = [*op.get("parameters", []), IDEMPOTENCY_KEY]
+
+
+_with_developer_headers(PATHS)
+DOCUMENT["components"]["headers"] = HEADERS
