@@ -1,0 +1,219 @@
+"""API key scopes and monthly credit budgets (sql/36_api_keys.sql): a key does only what
+its scopes allow (403 naming the missing one), and its budget holds under concurrency,
+enforced in the spend's own transaction."""
+from __future__ import annotations
+
+import threading
+import uuid
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from web import create_app
+from web.config import role_dsn
+from web.migrate import ROLES_FILE, _run_sql_file, migrate, rollback_all
+
+from .conftest import (PASSWORD_HASH, api_signup, balance, bearer, client_with_own_ip, ledger_sum, set_tier,
+                       throwaway_database)
+from .test_identity_migrations import _apply
+
+GOOD = {"platform": "tiktok", "topic": "the history of coffee"}
+
+
+@pytest.fixture(scope="module")
+def wide_app(database_dsn, media_root):
+    """An app with a connection for each of 30 concurrent requests."""
+    app = create_app({"TESTING": True, "DATABASE_URL": database_dsn, "APP_DATABASE_URL": role_dsn(database_dsn, "sg_app"),
+                      "MEDIA_ROOT": str(media_root), "DB_POOL_MAX": 40})
+    yield app
+    app.extensions["sg_pool"].close()
+
+
+@pytest.fixture
+def pro(wide_app, connect):
+    """A Pro user with 100 credits and a client of their own."""
+    client = client_with_own_ip(wide_app)
+    tokens = api_signup(client)
+    admin = connect("postgres")
+    set_tier(admin, tokens["user"]["id"], "pro")
+    admin.execute("select app.grant_credits(%s, 95, 'admin_grant', %s)", (tokens["user"]["id"], f"test:{uuid.uuid4()}"))
+    return {"id": tokens["user"]["id"], "auth": bearer(tokens["access_token"]), "client": client}
+
+
+def new_key(pro, **fields) -> dict:
+    response = pro["client"].post("/v1/keys", json={"name": "bot", **fields}, headers=pro["auth"])
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def test_a_new_key_has_every_scope_and_no_budget_unless_asked(pro):
+    key = new_key(pro)
+    assert key["scopes"] == ["videos:write", "videos:read", "credits:read", "webhooks:manage"]
+    assert key["monthly_budget"] is None and key["budget_used"] == 0
+    scoped = new_key(pro, scopes=["credits:read", "videos:read"], monthly_budget=7)
+    # kept in the canonical order whatever order they were asked in
+    assert scoped["scopes"] == ["videos:read", "credits:read"] and scoped["monthly_budget"] == 7
+    listed = {k["id"]: k for k in pro["client"].get("/v1/keys", headers=pro["auth"]).get_json()["keys"]}
+    assert listed[scoped["id"]]["scopes"] == ["videos:read", "credits:read"]
+    assert "key" not in listed[scoped["id"]]
+
+
+def test_a_read_only_key_cannot_generate_and_the_403_names_the_scope(pro, connect):
+    key = bearer(new_key(pro, scopes=["videos:read"])["key"])
+    client = pro["client"]
+    refused = client.post("/v1/shorts/generate", json=GOOD, headers=key)
+    assert refused.status_code == 403
+    assert refused.get_json()["detail"] == "This API key lacks the videos:write scope."
+    assert client.post("/v1/shorts/batch", json={"items": [GOOD]}, headers=key).status_code == 403
+    assert balance(connect("postgres"), pro["id"]) == 100
+    assert client.get("/v1/jobs", headers=key).status_code == 200
+    credits = client.get("/v1/user/credits", headers=key)
+    assert credits.status_code == 403 and "credits:read" in credits.get_json()["detail"]
+    assert client.get("/v1/auth/me", headers=key).status_code == 200
+
+
+def test_a_write_only_key_cannot_read(pro):
+    key = bearer(new_key(pro, scopes=["videos:write"])["key"])
+    made = pro["client"].post("/v1/shorts/generate", json=GOOD, headers=key)
+    assert made.status_code == 202
+    read = pro["client"].get(f"/v1/jobs/{made.get_json()['job_id']}", headers=key)
+    assert read.status_code == 403 and "videos:read" in read.get_json()["detail"]
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("post", "/v1/keys", {"name": "escalate"}),
+    ("get", "/v1/keys", None),
+    ("get", "/v1/billing/subscription", None),
+    ("post", "/v1/billing/cancel", None),
+    ("post", "/v1/auth/password", {"current_password": "x", "new_password": "y" * 12}),
+])
+def test_no_key_manages_keys_billing_or_the_account(pro, method, path, body):
+    key = bearer(new_key(pro)["key"])
+    response = getattr(pro["client"], method)(path, json=body, headers=key)
+    assert response.status_code == 403
+    assert "sign in" in response.get_json()["detail"]
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"scopes": []}, "scopes"),
+    ({"scopes": ["videos:delete"]}, "scopes"),
+    ({"scopes": ["videos:read", "videos:read"]}, "scopes"),
+    ({"scopes": "videos:read"}, "scopes"),
+    ({"scopes": [1]}, "scopes"),
+    ({"monthly_budget": 0}, "monthly_budget"),
+    ({"monthly_budget": -3}, "monthly_budget"),
+    ({"monthly_budget": 1_000_001}, "monthly_budget"),
+    ({"monthly_budget": 2.5}, "monthly_budget"),
+    ({"monthly_budget": True}, "monthly_budget"),
+    ({"monthly_budget": "5"}, "monthly_budget"),
+])
+def test_bad_scopes_or_budgets_are_422_and_make_no_key(pro, fields, field):
+    response = pro["client"].post("/v1/keys", json={"name": "bad", **fields}, headers=pro["auth"])
+    assert response.status_code == 422 and response.get_json()["field"] == field
+    assert pro["client"].get("/v1/keys", headers=pro["auth"]).get_json()["keys"] == []
+
+
+def test_the_database_refuses_bad_scopes_whatever_the_web_layer_sends(pro, connect):
+    app_conn = connect("sg_app")
+    for scopes, budget in ((["admin"], None), ([], None), (["videos:read", "videos:read"], None),
+                           (["videos:read"], 0)):
+        with pytest.raises(psycopg.Error) as refused, app_conn.transaction():
+            app_conn.execute("select set_config('app.user_id', %s, true)", (str(pro["id"]),))
+            app_conn.execute("select * from app.create_api_key('k', 'sk_abcdefg', %s, %s, %s)",
+                             (uuid.uuid4().bytes, scopes, budget))
+        assert refused.value.sqlstate == "P0422"
+
+
+def test_thirty_concurrent_generates_through_a_key_with_a_budget_of_five_make_exactly_five(wide_app, pro, connect):
+    key = new_key(pro, scopes=["videos:write"], monthly_budget=5)
+    headers = bearer(key["key"])
+    start = threading.Barrier(30)
+    statuses: list = [None] * 30
+    details: set = set()
+
+    def send(index: int) -> None:
+        client = client_with_own_ip(wide_app)
+        start.wait()
+        response = client.post("/v1/shorts/generate", json=GOOD, headers=headers)
+        statuses[index] = response.status_code
+        if response.status_code != 202:
+            details.add(response.get_json()["detail"])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert statuses.count(202) == 5 and statuses.count(403) == 25, statuses
+    assert len(details) == 1 and "monthly budget of 5 credits is used up" in details.pop()
+    admin = connect("postgres")
+    made = admin.execute("select count(*) as n from jobs where api_key_id = %s", (key["id"],)).fetchone()["n"]
+    assert made == 5
+    assert balance(admin, pro["id"]) == 95 == ledger_sum(admin, pro["id"])
+    listed = pro["client"].get("/v1/keys", headers=pro["auth"]).get_json()["keys"]
+    assert [k["budget_used"] for k in listed if k["id"] == key["id"]] == [5]
+    # the budget is the key's, not the account's
+    assert pro["client"].post("/v1/shorts/generate", json=GOOD, headers=pro["auth"]).status_code == 202
+
+
+def test_a_refunded_video_gives_its_budget_back_and_a_batch_counts_each_item(pro, connect):
+    key = new_key(pro, monthly_budget=3)
+    headers = bearer(key["key"])
+    client, admin = pro["client"], connect("postgres")
+    job = client.post("/v1/shorts/generate", json=GOOD, headers=headers).get_json()["job_id"]
+    over = client.post("/v1/shorts/batch", json={"items": [GOOD] * 3}, headers=headers)
+    assert over.status_code == 403 and "budget" in over.get_json()["detail"]
+    assert admin.execute("select app.fail_and_refund(%s, null) as refunded", (job,)).fetchone()["refunded"]
+    assert client.post("/v1/shorts/batch", json={"items": [GOOD] * 3}, headers=headers).status_code == 202
+    assert client.post("/v1/shorts/generate", json=GOOD, headers=headers).status_code == 403
+    assert balance(admin, pro["id"]) == 97 == ledger_sum(admin, pro["id"])
+
+
+def test_last_month_does_not_count(pro, connect):
+    key = new_key(pro, monthly_budget=1)
+    headers = bearer(key["key"])
+    admin = connect("postgres")
+    assert pro["client"].post("/v1/shorts/generate", json=GOOD, headers=headers).status_code == 202
+    admin.execute("update jobs set created_at = app.budget_month_start() - interval '1 second' "
+                  "where api_key_id = %s", (key["id"],))
+    assert pro["client"].post("/v1/shorts/generate", json=GOOD, headers=headers).status_code == 202
+
+
+def test_jobs_made_with_an_access_token_belong_to_no_key(pro, connect):
+    job = pro["client"].post("/v1/shorts/generate", json=GOOD, headers=pro["auth"]).get_json()["job_id"]
+    row = connect("postgres").execute("select api_key_id from jobs where id = %s", (job,)).fetchone()
+    assert row["api_key_id"] is None
+
+
+def test_keys_made_before_scopes_keep_every_scope_and_the_api_migrations_roll_back():
+    """0080-0083 on a database that already has a key and jobs: the key keeps working
+    with every scope and no budget; the plans get their rate limits; all of it rolls
+    back and applies again."""
+    with throwaway_database("sg_keymig") as dsn:
+        with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as admin:
+            _run_sql_file(admin, ROLES_FILE)
+            _apply(dsn, before="0080")
+            user = admin.execute("insert into users (email, password_hash) values ('old@example.com', %s) "
+                                 "returning id", (PASSWORD_HASH,)).fetchone()["id"]
+            admin.execute("insert into subscriptions (user_id, tier) values (%s, 'pro')", (user,))
+            key = admin.execute("insert into api_keys (user_id, name, prefix, key_hash) values "
+                                "(%s, 'old', 'sk_old1234', '\\x01') returning id", (user,)).fetchone()["id"]
+            job = admin.execute("insert into jobs (user_id, platform, topic, tier_at_creation) values "
+                                "(%s, 'tiktok', 'an old job', 'pro') returning id", (user,)).fetchone()["id"]
+
+            migrate(dsn, environ={})
+            row = admin.execute("select scopes, monthly_budget from api_keys where id = %s", (key,)).fetchone()
+            assert row == {"scopes": ["videos:write", "videos:read", "credits:read", "webhooks:manage"],
+                           "monthly_budget": None}
+            assert admin.execute("select api_key_id, batch_id from jobs where id = %s", (job,)).fetchone() == {
+                "api_key_id": None, "batch_id": None}
+            limits = {r["tier"]: r["n"] for r in admin.execute(
+                "select tier, (features ->> 'rate_limit_per_minute')::int as n from plans")}
+            assert limits == {"free": 20, "starter": 30, "pro": 60, "agency": 300}
+
+            rollback_all(dsn)
+            assert not admin.execute("select 1 from pg_tables where tablename in "
+                                     "('idempotency_keys', 'batches', 'rate_limit_windows')").fetchall()
+            migrate(dsn, environ={})
