@@ -152,3 +152,69 @@ def test_someone_elses_batch_is_404(api, user):
 
 def test_a_batch_needs_authentication(api):
     assert api.post("/v1/shorts/batch", json={"items": [GOOD]}).status_code == 401
+
+
+# -- the dashboard's batch form -----------------------------------------------------------
+
+def _browser(app, connect=None):
+    """A signed-in browser; with `connect`, also its user's id, the address confirmed."""
+    from .conftest import client_with_own_ip, unique_email
+    from .test_auth_ui import sign_up
+
+    browser = client_with_own_ip(app)
+    email = unique_email("batch")
+    sign_up(browser, email)
+    if connect is None:
+        return browser
+    admin = connect("postgres")
+    user_id = admin.execute("select id from users where email = %s", (email,)).fetchone()["id"]
+    verify(admin, user_id)
+    return browser, user_id
+
+
+def _post_batch(browser, topics: str, platform: str = "tiktok", duration: str = "20"):
+    from .test_auth_ui import csrf_token
+
+    page = browser.get("/dashboard").get_data(as_text=True)
+    return browser.post("/dashboard/batch", data={"batch-csrf_token": csrf_token(page), "batch-topics": topics,
+                                                  "batch-platform": platform, "batch-duration_seconds": duration})
+
+
+def test_the_dashboard_shows_the_batch_form_with_its_cost(app, connect):
+    browser = _browser(app)
+    page = browser.get("/dashboard").get_data(as_text=True)
+    assert 'id="batch"' in page and 'name="batch-topics"' in page
+    assert "0 videos × 1 credit = <strong>0 credits</strong>" in " ".join(page.split()) and "you have 5." in page
+    # the single-video form keeps its own field ids
+    assert page.count('id="platform"') == 1 and page.count('id="batch-platform"') == 1
+
+
+def test_a_list_of_topics_becomes_a_batch(app, connect):
+    browser, user_id = _browser(app, connect)
+    response = _post_batch(browser, "the history of coffee\n\n  why   cats purr \nhow bees dance\n")
+    assert response.status_code == 302
+    page = browser.get("/dashboard").get_data(as_text=True)
+    assert "Your 3 videos are on their way" in page and "2 credits" in page
+    topics = [r["topic"] for r in connect("postgres").execute(
+        "select topic from jobs where user_id = %s order by batch_position", (user_id,)).fetchall()]
+    assert topics == ["the history of coffee", "why cats purr", "how bees dance"]
+
+
+def test_a_batch_form_the_credits_cannot_cover_spends_nothing_and_keeps_the_list(app, connect):
+    browser, user_id = _browser(app, connect)
+    topics = "\n".join(f"topic number {i}" for i in range(6))
+    response = _post_batch(browser, topics)
+    assert response.status_code == 402
+    page = response.get_data(as_text=True)
+    assert "needs 6 credits and you have 5" in page and "topic number 5" in page
+    assert balance(connect("postgres"), user_id) == 5
+
+
+@pytest.mark.parametrize("topics, duration", [("", "20"), ("ab", "20"), ("\n".join(["fine topic"] * 51), "20"),
+                                              ("fine topic", "90"), ("fine topic", "soon")])
+def test_a_bad_batch_form_is_422_and_spends_nothing(app, connect, topics, duration):
+    browser = _browser(app)
+    response = _post_batch(browser, topics, duration=duration)
+    assert response.status_code == 422
+    assert 'class="field-error"' in response.get_data(as_text=True)
+    assert browser.get("/dashboard/jobs.json").get_json()["credits_remaining"] == 5

@@ -217,3 +217,83 @@ def test_keys_made_before_scopes_keep_every_scope_and_the_api_migrations_roll_ba
             assert not admin.execute("select 1 from pg_tables where tablename in "
                                      "('idempotency_keys', 'batches', 'rate_limit_windows')").fetchall()
             migrate(dsn, environ={})
+
+
+# -- the keys page ------------------------------------------------------------------------
+
+def _signed_in_browser(app, connect, tier: str):
+    from .test_auth_ui import sign_up
+
+    browser = client_with_own_ip(app)
+    email = f"keys-{uuid.uuid4().hex[:10]}@example.com"
+    sign_up(browser, email)
+    admin = connect("postgres")
+    user_id = admin.execute("select id from users where email = %s", (email,)).fetchone()["id"]
+    set_tier(admin, user_id, tier)
+    return browser, user_id
+
+
+def _key_form(page: str, **fields) -> dict:
+    from .test_auth_ui import csrf_token
+
+    return {"csrf_token": csrf_token(page), "name": "CI server", "scopes": ["videos:write", "videos:read"],
+            "monthly_budget": "", **fields}
+
+
+def test_the_keys_page_offers_an_upgrade_to_plans_without_api_access(app, connect):
+    browser, _ = _signed_in_browser(app, connect, "starter")
+    page = browser.get("/keys").get_data(as_text=True)
+    assert 'id="keys-upgrade"' in page and "Upgrade to Pro" in page and 'action="/keys"' not in page
+
+
+def test_a_key_made_on_the_page_is_shown_once_and_works(app, connect):
+    browser, user_id = _signed_in_browser(app, connect, "pro")
+    page = browser.get("/keys").get_data(as_text=True)
+    assert 'id="no-keys"' in page and 'id="curl-example"' in page
+    created = browser.post("/keys", data=_key_form(page, monthly_budget="3"))
+    assert created.status_code == 201 and created.headers["Cache-Control"] == "no-store"
+    html = created.get_data(as_text=True)
+    key = __import__("re").search(r'id="new-key" class="secret" value="(sk_[^"]+)"', html).group(1)
+    assert 'data-copy="#new-key"' in html and f"Bearer {key}" in html
+    assert "0 / 3" in html and "videos:write, videos:read" in html and key[:10] + "…" in html
+
+    again = browser.get("/keys").get_data(as_text=True)
+    assert key not in again and key[:10] in again  # shown once; the prefix stays
+    api = client_with_own_ip(app)
+    made = api.post("/v1/shorts/generate", json=GOOD, headers=bearer(key))
+    assert made.status_code == 202
+    assert api.get("/v1/user/credits", headers=bearer(key)).status_code == 403  # not a scope it was given
+    assert "1 / 3" in browser.get("/keys").get_data(as_text=True)
+
+
+def test_bad_key_forms_are_422_and_make_nothing(app, connect):
+    browser, _ = _signed_in_browser(app, connect, "agency")
+    page = browser.get("/keys").get_data(as_text=True)
+    for fields in ({"scopes": []}, {"scopes": ["videos:delete"]}, {"name": ""}, {"monthly_budget": "0"},
+                   {"monthly_budget": "lots"}):
+        response = browser.post("/keys", data=_key_form(page, **fields))
+        assert response.status_code == 422, fields
+        assert 'class="field-error"' in response.get_data(as_text=True)
+    assert 'id="no-keys"' in browser.get("/keys").get_data(as_text=True)
+
+
+def test_revoking_on_the_page_stops_the_key(app, connect):
+    from .test_auth_ui import csrf_token
+
+    browser, _ = _signed_in_browser(app, connect, "pro")
+    page = browser.get("/keys").get_data(as_text=True)
+    html = browser.post("/keys", data=_key_form(page)).get_data(as_text=True)
+    key = __import__("re").search(r'value="(sk_[^"]+)"', html).group(1)
+    key_id = __import__("re").search(r'data-key-id="([^"]+)"', html).group(1)
+    revoked = browser.post(f"/keys/{key_id}/revoke", data={"csrf_token": csrf_token(html)})
+    assert revoked.status_code == 302
+    assert "Key revoked" in browser.get("/keys").get_data(as_text=True)
+    assert client_with_own_ip(app).get("/v1/jobs", headers=bearer(key)).status_code == 401
+    assert browser.post(f"/keys/{key_id}/revoke", data={"csrf_token": csrf_token(html)}).status_code == 302
+    assert browser.post("/keys/not-a-key/revoke", data={"csrf_token": csrf_token(html)}).status_code == 302
+    assert browser.post(f"/keys/{key_id}/revoke", data={}).status_code == 400  # no CSRF token: refused
+
+
+def test_the_keys_page_needs_a_session(app):
+    response = app.test_client().get("/keys")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
