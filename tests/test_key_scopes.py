@@ -297,3 +297,90 @@ def test_revoking_on_the_page_stops_the_key(app, connect):
 def test_the_keys_page_needs_a_session(app):
     response = app.test_client().get("/keys")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+# -- in a real browser --------------------------------------------------------------------
+
+CHROMIUM = "/usr/lib/chromium/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    import shutil
+    from pathlib import Path
+
+    return {**browser_type_launch_args,
+            "executable_path": CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--disable-quic"]}
+
+
+@pytest.fixture(scope="module")
+def live(app):
+    """The app served over real HTTP on loopback (pages and API), for the browser."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_a_pro_customer_makes_a_key_in_the_browser_copies_it_and_uses_it(live, page, connect):
+    """Sign up, become Pro, create a scoped key with a budget on /keys, copy it with the
+    button, use it over HTTP; the batch form shows its cost as topics are typed."""
+    import httpx
+    from pathlib import Path
+
+    artifacts = Path(__file__).resolve().parent / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    email = f"browser-keys-{uuid.uuid4().hex[:8]}@example.com"
+    page.goto(f"{live}/signup")
+    page.fill("#email", email)
+    page.fill("#password", "velvet-otter-canyon-42")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live}/dashboard")
+
+    page.fill("#batch-topics", "the history of coffee\nwhy cats purr\nhow bees dance")
+    cost = page.locator("#batch-cost")
+    assert " ".join(cost.inner_text().split()) == "3 videos × 1 credit = 3 credits; you have 5."
+    assert page.locator("#batch-submit").inner_text() == "Generate 3 videos"
+    page.locator("#batch").screenshot(path=str(artifacts / "batch-form.png"))
+    page.fill("#batch-topics", "\n".join(f"topic {i}" for i in range(6)))
+    assert "1 credit short" in cost.inner_text() and page.locator("#batch-submit").is_disabled()
+
+    page.goto(f"{live}/keys")
+    assert page.locator("#keys-upgrade").is_visible()
+    admin = connect("postgres")
+    user_id = admin.execute("select id from users where email = %s", (email,)).fetchone()["id"]
+    set_tier(admin, user_id, "pro")
+    page.goto(f"{live}/keys")
+    page.fill("#name", "Render bot")
+    page.uncheck("input[value='webhooks:manage']")
+    page.uncheck("input[value='credits:read']")
+    page.fill("#monthly_budget", "2")
+    page.click("form.key-form button[type=submit]")
+    page.locator("#key-created").wait_for()
+    page.click("#copy-key")
+    page.locator("[data-copied]").filter(has_text="Copied.").wait_for()
+    key = page.evaluate("() => navigator.clipboard.readText()")
+    assert key.startswith("sk_") and key == page.input_value("#new-key")
+    page.screenshot(path=str(artifacts / "keys-created.png"), full_page=True)
+
+    with httpx.Client(base_url=live, headers={"Authorization": f"Bearer {key}"}) as http:
+        made = [http.post("/v1/shorts/generate", json=GOOD).status_code for _ in range(3)]
+        assert made == [202, 202, 403]  # a budget of 2
+        assert http.get("/v1/user/credits").status_code == 403  # no credits:read
+
+    page.goto(f"{live}/keys")
+    row = page.locator("#keys tbody tr")
+    assert row.count() == 1 and "2 / 2" in row.inner_text() and key not in page.content()
+    page.screenshot(path=str(artifacts / "keys-list.png"), full_page=True)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#keys button.danger")
+    page.wait_for_selector("#no-keys")
+    with httpx.Client(base_url=live) as http:
+        assert http.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 401
