@@ -118,7 +118,7 @@ def test_a_retry_while_the_first_runs_is_409_and_goes_through_once_it_rolled_bac
     started = time.monotonic()
     busy = user["client"].post("/v1/shorts/generate", json=GOOD, headers=keyed(user["auth"], "busy"))
     assert busy.status_code == 409, busy.get_json()
-    assert "still being processed" in busy.get_json()["detail"]
+    assert "still being processed" in busy.get_json()["detail"] and busy.headers["Retry-After"] == "1"
     assert 0.9 <= time.monotonic() - started < 5
     holder.execute("rollback")
     assert jobs_of(connect("postgres"), user["id"]) == 0

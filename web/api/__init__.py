@@ -16,6 +16,7 @@ import hashlib
 import json
 from functools import wraps
 
+import psycopg
 from flask import Blueprint, Response, current_app, g, make_response, request
 
 from .. import db, identity
@@ -172,9 +173,14 @@ def _kept(response: Response) -> tuple:
 
 
 def _begin(cur, key: str) -> dict:
-    cur.execute("select * from app.begin_idempotent_request(%s, %s, %s, %s, make_interval(secs => %s))",
-                (key, request.method, request.path, request_fingerprint(),
-                 current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", IDEMPOTENCY_WAIT_SECONDS)))
+    try:
+        cur.execute("select * from app.begin_idempotent_request(%s, %s, %s, %s, make_interval(secs => %s))",
+                    (key, request.method, request.path, request_fingerprint(),
+                     current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", IDEMPOTENCY_WAIT_SECONDS)))
+    except psycopg.Error as error:
+        if error.sqlstate == "P0409":  # the first request with the key is still running: ask again soon
+            raise ApiError(409, error.diag.message_primary or "Still being processed.", {"Retry-After": 1}) from error
+        raise
     return cur.fetchone()
 
 
