@@ -317,10 +317,14 @@ SCHEMAS.update({
                      "example": {"items": [{"platform": "tiktok", "topic": "the history of coffee"},
                                            {"platform": "youtube_shorts", "topic": "why cats purr",
                                             "duration_seconds": 30}]}},
-    "BatchAccepted": obj(["batch_id", "job_ids", "status", "credits_remaining"], batch_id=UUID,
-                         job_ids={"type": "array", "items": UUID, "minItems": 1, "maxItems": 50,
-                                  "description": "in the order of the request's items"},
-                         status={"const": "queued"}, credits_remaining={"type": "integer", "minimum": 0}),
+    "BatchAccepted": {**obj(["batch_id", "job_ids", "status", "credits_remaining"], batch_id=UUID,
+                            job_ids={"type": "array", "items": UUID, "minItems": 1, "maxItems": 50,
+                                     "description": "in the order of the request's items"},
+                            status={"const": "queued"}, credits_remaining={"type": "integer", "minimum": 0}),
+                      "example": {"batch_id": "5b0c3a1e-8f1d-4c1a-9a57-0e0f4d2b7c11",
+                                  "job_ids": ["0d9f6a8e-2c51-4f4e-a7a1-3f1b2e4c5d60",
+                                              "7e2b1c3d-4a5f-4e6d-8c7b-9a0f1e2d3c4b"],
+                                  "status": "queued", "credits_remaining": 98}},
     "Batch": obj(["batch_id", "status", "progress", "total", "counts", "created_at", "items"], batch_id=UUID,
                  status={"enum": ["queued", "processing", "completed", "partially_failed", "failed"]},
                  progress={"type": "integer", "minimum": 0, "maximum": 100,
@@ -331,6 +335,21 @@ SCHEMAS.update({
                                for s in ("queued", "processing", "completed", "failed")}),
                  created_at=DATETIME, items={"type": "array", "items": ref("Job")}),
 })
+SCHEMAS["Batch"]["example"] = {
+    "batch_id": "5b0c3a1e-8f1d-4c1a-9a57-0e0f4d2b7c11", "status": "processing", "progress": 75, "total": 2,
+    "counts": {"queued": 0, "processing": 1, "completed": 1, "failed": 0}, "created_at": "2026-12-01T19:00:00+00:00",
+    "items": [{"job_id": "0d9f6a8e-2c51-4f4e-a7a1-3f1b2e4c5d60", "status": "completed", "progress": 100,
+               "video_url": "/media/0d9f6a8e-2c51-4f4e-a7a1-3f1b2e4c5d60.mp4", "error": None, "note": None,
+               "voice": None, "platform": "tiktok", "topic": "the history of coffee", "duration_seconds": 20,
+               "created_at": "2026-12-01T19:00:00+00:00", "finished_at": "2026-12-01T19:00:41+00:00"},
+              {"job_id": "7e2b1c3d-4a5f-4e6d-8c7b-9a0f1e2d3c4b", "status": "processing", "progress": 50,
+               "video_url": None, "error": None, "note": None, "voice": None, "platform": "youtube_shorts",
+               "topic": "why cats purr", "duration_seconds": 30, "created_at": "2026-12-01T19:00:00+00:00",
+               "finished_at": None}]}
+SCHEMAS["Key"]["example"] = {"id": "3c2b1a09-8f7e-4d6c-b5a4-392817160504", "name": "CI server",
+                             "prefix": "sk_Ab3dE5f", "scopes": ["videos:write", "videos:read"], "monthly_budget": 50,
+                             "budget_used": 12, "created_at": "2026-11-20T08:00:00+00:00",
+                             "last_used": "2026-12-01T18:59:12+00:00"}
 
 PATHS.update({
     "/v1/shorts/batch": {"post": operation(
@@ -342,7 +361,7 @@ PATHS.update({
 })
 
 IDEMPOTENCY_KEY = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
+    "name": "Idempotency-Key", "in": "header", "required": False, "example": "8e2f6c1a-3b4d-4e5f-9a8b-7c6d5e4f3a2b",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
     "description": "Carry this request out at most once: a retry with the same key and body within 24 hours "
                    "gets the first answer again (with `Idempotent-Replayed: true`) and changes nothing; the same "
