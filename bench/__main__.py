@@ -5,7 +5,7 @@ and Debian's wrk for the HTTP figures.
 """
 from __future__ import annotations
 
-from . import http_bench, queue_bench, render_bench, reporting_bench, system_bench
+from . import api_bench, http_bench, queue_bench, render_bench, reporting_bench, system_bench
 from .common import table
 
 
@@ -24,6 +24,9 @@ def main() -> None:
     print()
     print("== Reporting views as sg_analyst (median of 3)")
     print(table(reporting_bench.run()))
+    print()
+    print("== Developer API: rate limits and Idempotency-Key per request (wrk, 32 connections)")
+    print(table(api_bench.run()))
 
 
 if __name__ == "__main__":

@@ -122,6 +122,17 @@ def call(sql: str, params: tuple = (), *, identity: "Identity | None" = None,
         return cur.fetchall()
 
 
+def call_for_nobody(sql: str, params: tuple = ()) -> list[dict]:
+    """Runs one statement that acts for no user (a SECURITY DEFINER function that takes
+    its subject as arguments) in its own implicit transaction; returns its rows. Bound
+    server-side, so Postgres plans it once per connection: for calls made on every
+    request (the rate-limit count)."""
+    pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
+    with _refusals_as_api_errors(), pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params, prepare=True)
+        return cur.fetchall()
+
+
 @contextmanager
 def tx(user_id: UUID | str | None = None, *, identity: "Identity | None" = None) -> Iterator[Cursor]:
     """One transaction acting for `user_id` (or for nobody); yields a dict-row cursor.

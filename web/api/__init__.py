@@ -102,7 +102,7 @@ def count_request(credential: identity.Identity) -> None:
         return
     key_hash = credential.key_hash if isinstance(credential, identity.ApiKey) else None
     user_id = credential.user_id if isinstance(credential, identity.AccessToken) else None
-    rows = db.call("select * from app.count_api_request(%s, %s)", (key_hash, user_id))
+    rows = db.call_for_nobody("select * from app.count_api_request(%s, %s)", (key_hash, user_id))
     if not rows:
         return  # unknown caller (the identity check refuses it) or a plan without a limit
     limit = rows[0]
