@@ -6,7 +6,8 @@
   Idempotency-Key  POST /v1/shorts/generate with a new key per request against none:
                    the key row written in the spend's transaction (insert + update)
 
-Servers and variants alternate within each round; medians of BENCH_ROUNDS rounds.
+Servers and variants alternate within each round; medians of BENCH_ROUNDS rounds. Any
+non-2xx answer fails the run (bench/common.py wrk).
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import psycopg
 
-from .common import bench_database, live_server
-from .http_bench import ROUNDS, _measured, _server_processes, _tokens
+from .common import bench_database, live_server, server_cpu
+from .http_bench import ROUNDS, _measured, _tokens
 
 GENERATE = ("local tokens = {TOKENS}\n"
             "local n = 0\n"
@@ -58,7 +59,7 @@ def run() -> list[dict]:
         servers = {mode: stack.enter_context(live_server(dsn, extra_env={**secret, "RATE_LIMITS": mode}))
                    for mode in ("plan", "off")}
         tokens = _tokens(servers["off"], dsn)
-        processes = {mode: _server_processes(base) for mode, base in servers.items()}
+        processes = {mode: server_cpu(base) for mode, base in servers.items()}
         credits = _script(tmp, "credits", CREDITS, tokens)
         plain = _script(tmp, "plain", GENERATE, tokens)
         measured: dict[str, list[dict]] = {}
@@ -73,8 +74,7 @@ def run() -> list[dict]:
         for label, results in measured.items():
             rows.append({"variant": label, "req/s": f"{statistics.median(r['rps'] for r in results):.0f}",
                          "p50 ms": f"{statistics.median(r['p50'] for r in results):.2f}",
-                         "server CPU ms/req": f"{statistics.median(r['cpu_ms'] for r in results):.3f}",
-                         "non-2xx": sum(r["non2xx"] for r in results)})
+                         "server CPU ms/req": f"{statistics.median(r['cpu_ms'] for r in results):.3f}"})
 
         def ratio(a: str, b: str, key: str) -> float:
             return statistics.median(x[key] / y[key] for x, y in zip(measured[a], measured[b]))

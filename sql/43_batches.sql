@@ -39,7 +39,7 @@ declare
   item jsonb;
   item_index integer := 0;
   created record;
-  job_list uuid[] := '{}';
+  job_list uuid[] := array[]::uuid[];
   left_after integer;
 begin
   if items is null or jsonb_typeof(items) <> 'array' or jsonb_array_length(items) not between 1 and 50 then
@@ -98,3 +98,56 @@ begin
 end
 $$;
 grant execute on function app.batch_jobs(uuid) to sg_app;
+
+-- When a batch is done: the last of its jobs to finish emits `batch.completed` to the
+-- owner's webhooks (sql/46_webhooks.sql), once per batch. Cross-tenant (the worker finishes
+-- jobs acting for nobody), so it runs as sg_service.
+set local role sg_service;
+
+/**
+ * Trigger (jobs, deferred to commit, after a job of a batch finished): once no job of the
+ * batch is queued or rendering, emits `batch.completed` (dedupe key batch.completed:<batch>)
+ * with the batch's outcome. The batch row is locked first, so when its last two jobs finish
+ * at once, the transaction that commits second sees the other's job finished and emits.
+ */
+create or replace function app._batch_on_job_finished() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  outcome record;
+begin
+  perform 1 from public.batches b where b.id = new.batch_id for update;
+  select count(*) filter (where j.status in ('queued', 'processing')) as unfinished,
+         count(*) filter (where j.status = 'completed') as completed,
+         count(*) filter (where j.status = 'failed') as failed,
+         count(*) as total,
+         jsonb_agg(j.id order by j.batch_position) as job_ids
+    into outcome
+    from public.jobs j
+   where j.batch_id = new.batch_id;
+  if outcome.unfinished > 0 then
+    return null;
+  end if;
+  perform app._emit_webhook(new.user_id, 'batch.completed', 'batch.completed:' || new.batch_id,
+                            jsonb_build_object(
+                              'batch_id', new.batch_id,
+                              'status', case when outcome.failed = 0 then 'completed'
+                                             when outcome.completed = 0 then 'failed'
+                                             else 'partially_failed' end,
+                              'total', outcome.total,
+                              'counts', jsonb_build_object('completed', outcome.completed, 'failed', outcome.failed),
+                              'job_ids', outcome.job_ids));
+  return null;
+end
+$$;
+-- whoever creates a trigger needs EXECUTE on its function (sg_owner, just below)
+grant execute on function app._batch_on_job_finished() to sg_owner;
+
+set local role sg_owner;
+
+drop trigger if exists batch_on_job_finished on public.jobs;
+create constraint trigger batch_on_job_finished after update of status on public.jobs
+  deferrable initially deferred for each row
+  when (new.batch_id is not null and new.status in ('completed', 'failed') and old.status is distinct from new.status)
+  execute function app._batch_on_job_finished();

@@ -2,11 +2,12 @@
 transaction; followed with GET /v1/batches/{id}."""
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
 
-from .conftest import api_signup, balance, bearer, ledger_sum, set_balance, verify
+from .conftest import acting_as, api_signup, balance, bearer, ledger_sum, set_balance, verify
 
 GOOD = {"platform": "tiktok", "topic": "the history of coffee"}
 
@@ -218,3 +219,55 @@ def test_a_bad_batch_form_is_422_and_spends_nothing(app, connect, topics, durati
     assert response.status_code == 422
     assert 'class="field-error"' in response.get_data(as_text=True)
     assert browser.get("/dashboard/jobs.json").get_json()["credits_remaining"] == 5
+
+
+# -- batch.completed to the owner's webhooks ---------------------------------------------------
+
+def _listen(admin, user_id) -> None:
+    """An endpoint of the user's that takes batch.completed (written as the API would)."""
+    with acting_as(admin, user_id):
+        admin.execute("insert into webhook_endpoints (user_id, url, event_types, secret) "
+                      "values (%s, 'https://hooks.example.org/sg', array['batch.completed'], 'whsec_test')", (user_id,))
+
+
+def _batch_events(admin, user_id) -> list[dict]:
+    with acting_as(admin, user_id):
+        return admin.execute("select dedupe_key, body from webhook_events where user_id = %s and type = "
+                             "'batch.completed'", (user_id,)).fetchall()
+
+
+def test_the_last_video_of_a_batch_emits_batch_completed_once(api, user, connect):
+    admin, worker = connect("postgres"), connect("sg_worker")
+    _listen(admin, user["id"])
+    body = api.post("/v1/shorts/batch", json={"items": items(3)}, headers=user["auth"]).get_json()
+    claims = {job: worker.execute("select attempts from app.claim_job(%s)", (job,)).fetchone()["attempts"]
+              for job in body["job_ids"]}
+    worker.execute("select app.complete_job(%s, %s, 'a')", (body["job_ids"][0], claims[body["job_ids"][0]]))
+    worker.execute("select app.fail_job(%s, %s, null)", (body["job_ids"][1], claims[body["job_ids"][1]]))
+    assert _batch_events(admin, user["id"]) == []
+    worker.execute("select app.complete_job(%s, %s, 'c')", (body["job_ids"][2], claims[body["job_ids"][2]]))
+    [event] = _batch_events(admin, user["id"])
+    assert event["dedupe_key"] == f"batch.completed:{body['batch_id']}"
+    assert event["body"]["type"] == "batch.completed"
+    assert event["body"]["data"]["object"] == {"batch_id": body["batch_id"], "status": "partially_failed",
+                                               "total": 3, "counts": {"completed": 2, "failed": 1},
+                                               "job_ids": body["job_ids"]}
+
+
+def test_when_the_last_two_videos_finish_at_once_one_event_is_sent(api, user, connect, new_connection):
+    admin, worker = connect("postgres"), connect("sg_worker")
+    _listen(admin, user["id"])
+    jobs = api.post("/v1/shorts/batch", json={"items": items(2)}, headers=user["auth"]).get_json()["job_ids"]
+    claims = [worker.execute("select attempts from app.claim_job(%s)", (job,)).fetchone()["attempts"] for job in jobs]
+    first, second = new_connection("sg_worker"), new_connection("sg_worker")
+    first.execute("begin")
+    second.execute("begin")
+    first.execute("select app.complete_job(%s, %s, 'a')", (jobs[0], claims[0]))
+    second.execute("select app.complete_job(%s, %s, 'b')", (jobs[1], claims[1]))
+    # each ran its deferred trigger at commit, each saw the other's job as unfinished until
+    # the batch lock made the second wait for the first
+    finished = threading.Thread(target=lambda: second.execute("commit"))
+    finished.start()
+    first.execute("commit")
+    finished.join(10)
+    assert len(_batch_events(admin, user["id"])) == 1
