@@ -53,8 +53,8 @@ as $$ select interval '10 minutes' $$;
  *   replay = true    the answer kept for this key (status, body, headers); body null when
  *                    the answer carried a secret that is shown only once.
  * P0422 when the key was used for a different request (method, path or body hash);
- * P0409 when the request holding the key is still running (after waiting up to `wait`
- * for one that has not committed yet).
+ * P0409 when the request holding the key is still running; 55P03 (lock_not_available)
+ * after waiting `wait` for one that has not committed yet.
  */
 create or replace function app.begin_idempotent_request(key text, method text, path text, request_hash bytea,
                                                         wait interval default '10 seconds')
@@ -75,22 +75,19 @@ begin
   if wait is null or wait < interval '0' or wait > interval '60 seconds' then
     raise exception 'wait must be 0 to 60 seconds' using errcode = 'P0422';
   end if;
+  -- a concurrent first request holding the key (uncommitted) makes the insert wait; past
+  -- `wait` it fails with lock_not_available (55P03), which the web process answers 409
   perform set_config('lock_timeout', greatest(1, (extract(epoch from wait) * 1000)::integer)::text, true);
-  begin
-    -- an expired answer, or an in-flight mark its process abandoned, no longer counts
-    -- (the sweep may not have run yet)
-    delete from public.idempotency_keys k
-     where k.user_id = uid and k.key = begin_idempotent_request.key
-       and (k.expires_at <= now()
-            or (k.status is null and k.created_at <= now() - app.idempotency_abandoned_after()));
-    insert into public.idempotency_keys as k (user_id, key, method, path, request_hash)
-    values (uid, key, upper(method), path, request_hash)
-    on conflict on constraint idempotency_keys_pkey do nothing
-    returning true into claimed;
-  exception when lock_not_available then
-    raise exception 'A request with this Idempotency-Key is still being processed. Retry it later.'
-      using errcode = 'P0409';
-  end;
+  -- an expired answer, or an in-flight mark its process abandoned, no longer counts (the
+  -- sweep may not have run yet)
+  delete from public.idempotency_keys k
+   where k.user_id = uid and k.key = begin_idempotent_request.key
+     and (k.expires_at <= now()
+          or (k.status is null and k.created_at <= now() - app.idempotency_abandoned_after()));
+  insert into public.idempotency_keys as k (user_id, key, method, path, request_hash)
+  values (uid, key, upper(method), path, request_hash)
+  on conflict on constraint idempotency_keys_pkey do nothing
+  returning true into claimed;
   perform set_config('lock_timeout', previous_timeout, true);
 
   if claimed then

@@ -109,7 +109,7 @@ def call(sql: str, params: tuple = (), *, identity: "Identity | None" = None,
     check_sql, check_params = _acting_as(identity, user_id)
     joined = g.get(_REQUEST_CONNECTION)
     if joined is not None:
-        with _refusals_as_api_errors(), joined.transaction(), ClientCursor(joined, row_factory=dict_row) as cur:
+        with _refusals_as_api_errors(), ClientCursor(joined, row_factory=dict_row) as cur:
             cur.execute(f"{check_sql}; {sql}", (*check_params, *params))
             _note_user(cur.fetchone())
             cur.nextset()
@@ -139,11 +139,12 @@ def tx(user_id: UUID | str | None = None, *, identity: "Identity | None" = None)
 
     With `identity` (a bearer token or API key), its database check runs first and
     makes its user current instead. Commits when the block ends normally, rolls back
-    when it raises. Inside a request_transaction it is a savepoint of that transaction.
+    when it raises. Inside a request_transaction it is part of that transaction, which
+    commits or rolls back as a whole.
     """
     joined = g.get(_REQUEST_CONNECTION)
     if joined is not None:
-        with _refusals_as_api_errors(), joined.transaction(), joined.cursor(row_factory=dict_row) as cur:
+        with _refusals_as_api_errors(), joined.cursor(row_factory=dict_row) as cur:
             cur.execute(*_acting_as(identity, user_id))
             _note_user(cur.fetchone())
             yield cur
@@ -159,9 +160,11 @@ def tx(user_id: UUID | str | None = None, *, identity: "Identity | None" = None)
 @contextmanager
 def request_transaction(identity: "Identity") -> Iterator[Cursor]:
     """One transaction for a whole request, acting for `identity`: every `tx` and `call`
-    the view makes inside the block joins it (as a savepoint) instead of committing on
-    its own, so what the block writes beside the view's work (an idempotency key) commits
-    with that work or not at all. Commits when the block ends normally."""
+    the view makes inside the block joins it instead of committing on its own, so what the
+    block writes beside the view's work (an idempotency key) commits with that work or not
+    at all. Commits when the block ends normally; any refusal inside rolls all of it back
+    (there are no savepoints: a view that caught a database error and carried on would
+    find the transaction aborted, so only views that do not are run this way)."""
     pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
     with _refusals_as_api_errors(), pool.connection() as conn, conn.transaction(), \
             conn.cursor(row_factory=dict_row) as cur:

@@ -178,8 +178,11 @@ def _begin(cur, key: str) -> dict:
                     (key, request.method, request.path, request_fingerprint(),
                      current_app.config.get("IDEMPOTENCY_WAIT_SECONDS", IDEMPOTENCY_WAIT_SECONDS)))
     except psycopg.Error as error:
-        if error.sqlstate == "P0409":  # the first request with the key is still running: ask again soon
-            raise ApiError(409, error.diag.message_primary or "Still being processed.", {"Retry-After": 1}) from error
+        # the first request with the key is still running (held, or not committed within
+        # the wait): ask again soon
+        if error.sqlstate in ("P0409", "55P03"):
+            raise ApiError(409, "A request with this Idempotency-Key is still being processed. Retry it later.",
+                           {"Retry-After": 1}) from error
         raise
     return cur.fetchone()
 
