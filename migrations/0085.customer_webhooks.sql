@@ -74,3 +74,5 @@ create table webhook_attempts (
   succeeded    boolean not null
 );
 create index webhook_attempts_delivery_idx on webhook_attempts (delivery_id, attempt);
+-- erasing a user deletes their attempts: without it each deletion scans the whole log
+create index webhook_attempts_user_idx on webhook_attempts (user_id);

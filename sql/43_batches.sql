@@ -72,11 +72,12 @@ $$;
 grant execute on function app.create_batch(jsonb) to sg_app;
 
 /**
- * One of the current user's batches and its jobs in item order (P0404 for a batch that
- * does not exist or is someone else's: row-level security hides it).
+ * One of the current user's batches and its jobs in item order, deleted videos left out
+ * (P0404 for a batch that does not exist or is someone else's: row-level security hides it).
  */
 create or replace function app.batch_jobs(batch_id uuid)
-returns table (batch_created_at timestamptz, id uuid, platform text, topic text, options jsonb, status text,
+returns table (batch_created_at timestamptz, id uuid, platform text, topic text, title text, options jsonb,
+               status text,
                progress_percent integer, output_url text, error_message text, note text,
                created_at timestamptz, started_at timestamptz, finished_at timestamptz)
 language plpgsql stable
@@ -90,10 +91,10 @@ begin
     raise exception 'Batch not found.' using errcode = 'P0404';
   end if;
   return query
-    select created, j.id, j.platform, j.topic, j.options, j.status, j.progress_percent, j.output_url,
+    select created, j.id, j.platform, j.topic, j.title, j.options, j.status, j.progress_percent, j.output_url,
            j.error_message, j.note, j.created_at, j.started_at, j.finished_at
       from public.jobs j
-     where j.batch_id = batch_jobs.batch_id
+     where j.batch_id = batch_jobs.batch_id and j.deleted_at is null
      order by j.batch_position;
 end
 $$;

@@ -62,7 +62,8 @@ KEY_EXAMPLE = {"id": KEY_ID, "name": "CI pipeline", "prefix": "sk_live_3kTq",
                "created_at": NOW, "last_used": None}
 KEY_SCOPES = ["videos:write", "videos:read", "credits:read", "webhooks:manage"]
 JOB_EXAMPLE = {"job_id": JOB_ID, "status": "completed", "progress": 100,
-               "video_url": f"/media/{JOB_ID}.mp4", "error": None, "note": None, "voice": "en_US-joe-medium",
+               "video_url": f"/media/{JOB_ID}.mp4", "poster_url": f"/media/{JOB_ID}.jpg",
+               "title": "Three hearts, one octopus", "error": None, "note": None, "voice": "en_US-joe-medium",
                "platform": "youtube_shorts", "topic": "Why octopuses have three hearts", "duration_seconds": 20,
                "created_at": NOW, "finished_at": LATER}
 
@@ -286,8 +287,15 @@ SCHEMAS = {
             error=NULLABLE_STRING, note={**NULLABLE_STRING, "description": "what the video could not do "
                                          "(e.g. no voice for its language)"},
             voice=NULLABLE_STRING, platform={"enum": PLATFORMS}, topic=STRING,
+            title={**NULLABLE_STRING, "description": "your name for the video (renameJob); null shows the topic"},
+            poster_url={**NULLABLE_STRING, "description": "a frame of the finished video (JPEG)"},
             duration_seconds={"type": "integer"}, created_at=DATETIME,
             finished_at={"type": ["string", "null"], "format": "date-time"})),
+    "JobRename": described(
+        "A new name for a video: one line, used in lists and as the download's file name.",
+        {"title": "Three hearts, one octopus"},
+        obj(["title"], title={**TEXT, "minLength": 1, "maxLength": 200,
+                              "description": "one line; surrounding spaces are trimmed"})),
     "JobList": described(
         "A page of your jobs, newest first.", {"jobs": [JOB_EXAMPLE], "next_before": None},
         obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},
@@ -654,10 +662,20 @@ PATHS = {
         query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "page size", 20),
         query("before", UUID, "id of the last job of the previous page", JOB_ID)], tag="videos",
         description="A page of your jobs; pass `next_before` as `before` for the next one.")},
-    "/v1/jobs/{job_id}": {"get": operation(
-        "One of your jobs", 200, ref("Job"), [404], op_id="getJob",
-        params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
-        description="A job's status and progress; once completed, its video URL. 404 for another user's job.")},
+    "/v1/jobs/{job_id}": {
+        "get": operation(
+            "One of your jobs", 200, ref("Job"), [404], op_id="getJob",
+            params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
+            description="A job's status and progress; once completed, its video URL. 404 for another user's job."),
+        "patch": operation(
+            "Rename a video", 200, ref("Job"), [404], op_id="renameJob", body="JobRename",
+            params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
+            description="The title replaces the topic in lists and download names."),
+        "delete": operation(
+            "Delete a finished video", 204, None, [404, 409], op_id="deleteJob",
+            params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
+            description="Removes the video and its poster; the credit it cost stays spent. 409 while it renders."),
+    },
     "/v1/user/credits": {"get": operation("Plan and balance", 200, ref("Credits"), [], op_id="getCredits",
                                           tag="account",
                                           description="Your plan, this period's credits and when they renew.")},
@@ -832,4 +850,6 @@ def openapi_json():
 
 @docs.get("/docs")
 def api_docs():
-    return render_template("docs.html", spec=served_document())
+    from .api_docs import page_context
+
+    return render_template("docs.html", **page_context(served_document()))

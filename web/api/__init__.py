@@ -31,6 +31,8 @@ KEY_SCOPES = {
     "api.generate": "videos:write",
     "api.create_batch": "videos:write",
     "api.get_job": "videos:read",
+    "api.rename_job": "videos:write",
+    "api.delete_job": "videos:write",
     "api.list_jobs": "videos:read",
     "api.get_batch": "videos:read",
     "api.credits": "credits:read",
