@@ -173,6 +173,18 @@ def test_webhook_signatures_verify_and_forgeries_do_not():
             verify_webhook(bad_body, bad_header, bad_secret)
 
 
+def test_a_delivery_signed_by_the_worker_verifies_with_the_client():
+    """The worker's signer (worker/webhooks.py) and the client's checker agree."""
+    from worker.webhooks import delivery_headers
+
+    secret = "whsec_" + uuid.uuid4().hex
+    body = json.dumps({"id": "evt_1", "type": "batch.completed", "data": {"object": {"batch_id": "b1"}}}).encode()
+    headers = delivery_headers(secret, body, "evt_1", "batch.completed")
+    assert verify_webhook(body, headers[storygenius.SIGNATURE_HEADER], secret)["type"] == "batch.completed"
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(body, headers[storygenius.SIGNATURE_HEADER], "whsec_wrong")
+
+
 def test_the_client_is_typed_and_versioned():
     assert (Path(storygenius.__file__).parent / "py.typed").exists()
     assert storygenius.__version__ == "0.1.0"

@@ -21,13 +21,15 @@ __all__ = [
     "Client", "Job", "Batch", "BatchAccepted", "GenerateAccepted", "Credits", "UsageEntry", "ApiKey",
     "RateLimit", "StoryGeniusError", "AuthenticationError", "InsufficientCredits", "PermissionDenied",
     "NotFound", "Conflict", "InvalidRequest", "RateLimited", "ServerError", "WebhookSignatureError",
-    "verify_webhook", "sign_webhook",
+    "verify_webhook", "sign_webhook", "SIGNATURE_HEADER",
 ]
 __version__ = "0.1.0"
 
 Platform = Literal["youtube_shorts", "tiktok", "instagram_reels"]
 JobStatus = Literal["queued", "processing", "completed", "failed"]
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+# the header a webhook delivery's signature arrives in
+SIGNATURE_HEADER = "Story-Genius-Signature"
 # answers worth asking again: the server was briefly unable, or asked us to wait (409
 # only with Retry-After: the first request with this Idempotency-Key is still running)
 RETRY_STATUSES = {409, 429, 502, 503, 504}
