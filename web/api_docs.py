@@ -130,14 +130,31 @@ EXAMPLE_VALUES = {"email": "you@example.com", "password": "a-long-passphrase", "
                   "challenge_token": "$CHALLENGE_TOKEN"}
 
 
+def _body(op: dict) -> tuple[str | None, dict | None]:
+    """The request body's media type and content: JSON when offered, else the first one
+    (the branding upload is multipart/form-data)."""
+    content = op.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        return "application/json", content["application/json"]
+    return next(iter(content.items()), (None, None))
+
+
 def _curl(method: str, path: str, op: dict, spec: dict) -> str:
     """A runnable example: the body filled with each required field's example or a
     placeholder of its type."""
     lines = [f"curl -X {method.upper()} https://YOUR-HOST{path}"]
     if op.get("security"):
         lines.append('  -H "Authorization: Bearer $TOKEN"')
-    content = op.get("requestBody", {}).get("content", {}).get("application/json")
-    if content and schema_name(content["schema"]):
+    media_type, content = _body(op)
+    if media_type == "multipart/form-data":
+        schema = _resolve(content["schema"], spec)
+        example = content.get("example") or {}
+        for name, field in schema.get("properties", {}).items():
+            if field.get("format") == "binary":
+                lines.append(f"  -F '{name}=@{name}.png'")
+            elif name in example:
+                lines.append(f"  -F '{name}={example[name]}'")
+    elif content and schema_name(content["schema"]):
         schema = _resolve(content["schema"], spec)
         example = schema.get("example") or {
             f.name: EXAMPLE_VALUES.get(f.name) or _placeholder(_property(schema, f.name, spec))
@@ -171,7 +188,7 @@ def operations(spec: dict) -> dict[str, list[Operation]]:
     groups: dict[str, list[Operation]] = {}
     for path, methods in spec["paths"].items():
         for method, op in methods.items():
-            content = op.get("requestBody", {}).get("content", {}).get("application/json")
+            _, content = _body(op)
             body_schema = content["schema"] if content else None
             responses = []
             for status, response in sorted(op["responses"].items()):

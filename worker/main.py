@@ -36,6 +36,7 @@ from web.config import from_env
 
 from . import render
 from .billing import register_billing
+from .branding import Brand, parse_colour
 from .jobs import BadPayload, ClaimedJob, JobControl, LostClaim, job_id_from_payload
 from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
@@ -79,6 +80,16 @@ def output_path(media_root: Path, job_id) -> Path:
     return media_root / f"{job_id}.mp4"
 
 
+def render_spec(job: ClaimedJob) -> RenderSpec:
+    """What the job's plan buys, as the renderer takes it."""
+    brand = None
+    if job.logo_png or job.primary_colour or job.accent_colour:
+        brand = Brand(logo_png=job.logo_png and bytes(job.logo_png), primary=parse_colour(job.primary_colour),
+                      accent=parse_colour(job.accent_colour))
+    return RenderSpec(job.width, job.height, job.watermark, closing_card=job.closing_card, brand=brand,
+                      white_label=job.white_label)
+
+
 async def render_job(control: JobControl, settings: WorkerSettings, job: ClaimedJob) -> str:
     """Render a claimed job in a thread (the event loop keeps heartbeating), reporting
     progress as it goes; returns the video's URL path."""
@@ -89,7 +100,7 @@ async def render_job(control: JobControl, settings: WorkerSettings, job: Claimed
 
     options = job.options or {}
     duration = int(options.get("duration_seconds", 20))
-    spec = RenderSpec(job.width, job.height, job.watermark)
+    spec = render_spec(job)
     rendered = await asyncio.to_thread(settings.renderer, job.topic, job.platform, duration, spec,
                                        output_path(settings.media_root, job.id), progress,
                                        settings.media_root / ".cache", seed=job.id.int, voice=options.get("voice"),
