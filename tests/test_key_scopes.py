@@ -333,7 +333,10 @@ def test_a_pro_customer_makes_a_key_in_the_browser_copies_it_and_uses_it(live, p
     import httpx
     from pathlib import Path
 
+    from .test_browser import axe_violations, watch_console
+
     artifacts = Path(__file__).resolve().parent / "artifacts"
+    console = watch_console(page)
     artifacts.mkdir(exist_ok=True)
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live)
     page.set_viewport_size({"width": 1280, "height": 900})
@@ -349,11 +352,13 @@ def test_a_pro_customer_makes_a_key_in_the_browser_copies_it_and_uses_it(live, p
     assert " ".join(cost.inner_text().split()) == "3 videos × 1 credit = 3 credits; you have 5."
     assert page.locator("#batch-submit").inner_text() == "Generate 3 videos"
     page.locator("#batch").screenshot(path=str(artifacts / "batch-form.png"))
+    assert axe_violations(page) == []
     page.fill("#batch-topics", "\n".join(f"topic {i}" for i in range(6)))
     assert "1 credit short" in cost.inner_text() and page.locator("#batch-submit").is_disabled()
 
     page.goto(f"{live}/keys")
     assert page.locator("#keys-upgrade").is_visible()
+    assert axe_violations(page) == []
     admin = connect("postgres")
     user_id = admin.execute("select id from users where email = %s", (email,)).fetchone()["id"]
     set_tier(admin, user_id, "pro")
@@ -369,6 +374,7 @@ def test_a_pro_customer_makes_a_key_in_the_browser_copies_it_and_uses_it(live, p
     key = page.evaluate("() => navigator.clipboard.readText()")
     assert key.startswith("sk_") and key == page.input_value("#new-key")
     page.screenshot(path=str(artifacts / "keys-created.png"), full_page=True)
+    assert axe_violations(page) == []
 
     with httpx.Client(base_url=live, headers={"Authorization": f"Bearer {key}"}) as http:
         made = [http.post("/v1/shorts/generate", json=GOOD).status_code for _ in range(3)]
@@ -379,8 +385,14 @@ def test_a_pro_customer_makes_a_key_in_the_browser_copies_it_and_uses_it(live, p
     row = page.locator("#keys tbody tr")
     assert row.count() == 1 and "2 / 2" in row.inner_text() and key not in page.content()
     page.screenshot(path=str(artifacts / "keys-list.png"), full_page=True)
+    assert axe_violations(page) == []
+    page.set_viewport_size({"width": 360, "height": 800})
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")  # no sideways scroll
+    page.screenshot(path=str(artifacts / "keys-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#keys button.danger")
     page.wait_for_selector("#no-keys")
     with httpx.Client(base_url=live) as http:
         assert http.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert console == []  # no script refused by the CSP, no error
