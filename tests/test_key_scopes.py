@@ -396,3 +396,14 @@ def test_a_pro_customer_makes_a_key_in_the_browser_copies_it_and_uses_it(live, p
     with httpx.Client(base_url=live) as http:
         assert http.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 401
     assert console == []  # no script refused by the CSP, no error
+
+
+def test_webhook_endpoints_need_the_webhooks_manage_scope(pro):
+    client = pro["client"]
+    videos_only = bearer(new_key(pro, scopes=["videos:write", "videos:read"])["key"])
+    hooks = bearer(new_key(pro, scopes=["webhooks:manage"])["key"])
+    refused = client.get("/v1/webhooks/endpoints", headers=videos_only)
+    assert refused.status_code == 403 and "webhooks:manage" in refused.get_json()["detail"]
+    assert client.get("/v1/webhooks/deliveries", headers=videos_only).status_code == 403
+    assert client.get("/v1/webhooks/endpoints", headers=hooks).status_code == 200
+    assert client.get("/v1/jobs", headers=hooks).status_code == 403
