@@ -112,3 +112,15 @@ def test_examples_are_runnable_curl_with_the_documents_own_examples(client):
     answer = re.search(r"Answer 202:</p>\s*<pre tabindex=\"0\"><code>(.*?)</code></pre>", section, re.S).group(1)
     assert json.loads(answer.replace("&#34;", '"')) == \
         spec["paths"]["/v1/shorts/generate"]["post"]["responses"]["202"]["content"]["application/json"]["example"]
+
+
+def test_groups_follow_the_declared_tags_with_their_descriptions(client):
+    spec = client.get("/openapi.json").get_json()
+    html = client.get("/docs").get_data(as_text=True)
+    order = re.findall(r'<h2 class="group-title" id="tag-(\w+)">', html)
+    declared = [tag["name"] for tag in spec["tags"]]
+    assert [tag for tag in order if tag in declared] == [tag for tag in declared if tag in order]
+    for tag in spec["tags"]:
+        if tag["name"] in order:
+            text = re.sub(r"`([^`]+)`", r"<code>\1</code>", tag["description"])
+            assert text in html.replace("&#39;", "'"), tag["name"]

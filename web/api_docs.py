@@ -11,7 +11,8 @@ from markupsafe import Markup, escape
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 TAG_TITLES = {"auth": "Accounts and sign-in", "videos": "Videos", "account": "Credits and usage",
-              "keys": "API keys", "billing": "Billing"}
+              "keys": "API keys", "billing": "Billing", "webhooks": "Webhooks", "branding": "Branding",
+              "referrals": "Referrals", "batches": "Batches"}
 
 
 def prose(text: str | None) -> Markup:
@@ -237,5 +238,12 @@ def schemas(spec: dict) -> list[tuple[str, Markup, list[Field]]]:
 
 
 def page_context(spec: dict) -> dict:
+    """What docs.html renders: the groups in the order the document declares its tags,
+    each with that tag's description."""
+    groups = operations(spec)
+    declared = [tag["name"] for tag in spec.get("tags", [])]
+    ordered = {tag: groups[tag] for tag in declared if tag in groups}
+    ordered.update({tag: ops for tag, ops in groups.items() if tag not in ordered})
     return {"spec": spec, "info_description": prose(spec["info"].get("description")),
-            "groups": operations(spec), "schemas": schemas(spec), "tag_titles": TAG_TITLES}
+            "groups": ordered, "schemas": schemas(spec), "tag_titles": TAG_TITLES,
+            "tag_descriptions": {tag["name"]: prose(tag.get("description")) for tag in spec.get("tags", [])}}
