@@ -82,8 +82,7 @@ def _dashboard(form: GenerateForm, status: int = 200):
     with db.tx(current_user.id) as cur:
         videos, next_before = _videos_page(cur, before)
     return render_template("app/dashboard.html", form=form, jobs=videos, platform_names=jobs.PLATFORM_NAMES,
-                           before=str(before) if before else "", next_before=next_before,
-                           rename_form=RenameForm(), delete_form=DeleteForm()), status
+                           before=str(before) if before else "", next_before=next_before), status
 
 
 @ui.get("/dashboard")
