@@ -223,6 +223,9 @@ REPORTING_ROLLUP_CRON = "20 0 * * *"
 LOGIN_ATTEMPT_PURGE_CRON = "40 * * * *"
 # Every five minutes: unfinished jobs that lost their queue entry go back to the queue.
 SWEEP_CRON = "*/5 * * * *"
+# Credit buckets stop counting at their expiry at once (read time); this records it in the
+# ledger soon after, and gives free accounts their new period's credits (sql/31_buckets.sql).
+CREDIT_EXPIRY_CRON = "* * * * *"
 # A job is stranded when no worker has touched it for this long (renders report progress
 # several times a minute) and it has no queue entry.
 SWEEP_STALE_AFTER = timedelta(minutes=10)
@@ -248,6 +251,12 @@ def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
     @pgq.schedule("purge_login_attempts", LOGIN_ATTEMPT_PURGE_CRON)
     async def purge_login_attempts(schedule) -> None:
         log.info("login attempts: %d older than a day forgotten", await call("purge_login_attempts"))
+
+    @pgq.schedule("expire_credits", CREDIT_EXPIRY_CRON)
+    async def expire_credits(schedule) -> None:
+        expired = await call("expire_credit_buckets")
+        if expired:
+            log.info("credit expiry: %d bucket(s) expired", expired)
 
     @pgq.schedule("sweep_stranded_jobs", SWEEP_CRON)
     async def sweep_stranded_jobs(schedule) -> None:
