@@ -133,9 +133,29 @@ SCHEMAS = {
     "JobList": obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},
                    next_before={"type": ["string", "null"], "format": "uuid",
                                 "description": "pass as `before` for the next page; null on the last"}),
-    "Credits": obj(["tier", "status", "credits_total", "credits_used", "credits_remaining", "renews_at"],
+    "Credits": obj(["tier", "status", "credits_total", "credits_used", "credits_remaining", "renews_at", "buckets",
+                    "expiring_soon"],
                    tier={"enum": TIERS}, status=STRING, credits_total={"type": "integer"},
-                   credits_used={"type": "integer"}, credits_remaining={"type": "integer"}, renews_at=DATETIME),
+                   credits_used={"type": "integer"}, credits_remaining={"type": "integer"}, renews_at=DATETIME,
+                   buckets={"type": "array", "description": "credits left to spend, in the order spends take them "
+                                                            "(soonest expiry first)", "items": ref("CreditBucket")},
+                   expiring_soon={"oneOf": [{"type": "null"}, obj(
+                       ["credits", "first_expires_at", "within_days"], credits={"type": "integer"},
+                       first_expires_at=DATETIME, within_days={"type": "integer"})]}),
+    "CreditBucket": obj(["id", "source", "amount", "remaining", "expires_at"], id=UUID,
+                        source={"enum": ["signup", "plan", "upgrade", "renewal", "rollover", "pack", "referral",
+                                         "operator", "refund", "opening"]},
+                        amount={"type": "integer"}, remaining={"type": "integer", "minimum": 1},
+                        expires_at={"type": ["string", "null"], "format": "date-time",
+                                    "description": "null: never expires"}),
+    "CreditStatement": obj(["movements", "truncated"], truncated={"type": "boolean"}, movements={
+        "type": "array", "items": obj(
+            ["id", "at", "reason", "description", "delta", "balance_after", "bucket", "job_id"], id=UUID,
+            at=DATETIME, reason=STRING, description=STRING, delta={"type": "integer"},
+            balance_after={"type": "integer"}, job_id={"type": ["string", "null"], "format": "uuid"},
+            bucket={"oneOf": [{"type": "null"}, obj(["id", "source", "expires_at"], id=UUID, source=STRING,
+                                                     expires_at={"type": ["string", "null"], "format": "date-time"})]})}),
+    "BalanceAt": obj(["at", "credits_remaining"], at=DATETIME, credits_remaining={"type": "integer"}),
     "Usage": obj(["usage"], usage={"type": "array", "items": obj(
         ["action", "credits", "job_id", "timestamp"], action=STRING, credits={"type": "integer"},
         job_id={"type": ["string", "null"], "format": "uuid"}, timestamp=DATETIME)}),
@@ -229,6 +249,16 @@ PATHS = {
     "/v1/jobs/{job_id}": {"get": operation("One of your jobs", 200, ref("Job"), [404], params=[path_id("job_id")],
                                            tag="videos")},
     "/v1/user/credits": {"get": operation("Plan and balance", 200, ref("Credits"), [], tag="account")},
+    "/v1/credits/statement": {"get": operation(
+        "Every credit movement (oldest first) with its bucket and the balance after it", 200, ref("CreditStatement"),
+        [422], params=[query("from", {"type": "string", "format": "date-time"}, "from this moment (inclusive)"),
+                       query("to", {"type": "string", "format": "date-time"}, "until this moment (exclusive)"),
+                       query("kind", {"enum": ["granted", "spent", "refunded", "expired"]}, "only these movements")],
+        tag="account")},
+    "/v1/credits/balance": {"get": operation(
+        "The balance at a past moment, from the ledger", 200, ref("BalanceAt"), [422],
+        params=[{**query("at", {"type": "string", "format": "date-time"}, "the moment (ISO 8601)"),
+                 "required": True}], tag="account")},
     "/v1/user/usage": {"get": operation("Billable actions", 200, ref("Usage"), [422], params=[
         query("days", {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}, "how far back")],
         tag="account")},

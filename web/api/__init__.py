@@ -37,6 +37,6 @@ def refuse_unknown_query_parameters():
 
 
 def register(app) -> None:
-    from . import auth, billing, keys, shorts, user  # noqa: F401 - route modules attach to `api`
+    from . import auth, billing, credits, keys, shorts, user  # noqa: F401 - route modules attach to `api`
 
     app.register_blueprint(api)
