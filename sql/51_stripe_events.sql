@@ -215,7 +215,13 @@ begin
       when event.type in ('invoice.paid', 'invoice.payment_succeeded') then app._apply_invoice_paid(event.id, obj)
       when event.type = 'invoice.payment_failed' then app._apply_payment_failed(event.id, obj)
       when event.type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
+                          'checkout.session.async_payment_failed') and obj ->> 'mode' = 'payment'
+        then app._apply_pack_checkout(event.id, obj)
+      when event.type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
                           'checkout.session.async_payment_failed') then app._apply_checkout(obj)
+      -- top-up packs (54_packs.sql): refunds and disputes take back what is left of a pack
+      when event.type = 'charge.refunded' then app._apply_charge_refunded(event.id, obj)
+      when event.type = 'charge.dispute.created' then app._apply_dispute(event.id, obj)
       when event.subscription_id is not null then 'state: re-read from Stripe'
     end;
   exception when others then

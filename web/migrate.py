@@ -60,13 +60,19 @@ def business_sql_files() -> list[Path]:
 
 
 def _sync_stripe_prices(conn: psycopg.Connection, environ) -> None:
-    """plans.stripe_price_id comes from STRIPE_PRICE_<TIER> when set."""
+    """plans.stripe_price_id comes from STRIPE_PRICE_<TIER> when set, credit_packs' from
+    STRIPE_PRICE_<PACK>."""
     with conn.transaction():
         conn.execute("set local role sg_owner")
         for tier in ("starter", "pro", "agency"):
             price = environ.get(f"STRIPE_PRICE_{tier.upper()}")
             if price:
                 conn.execute("update plans set stripe_price_id = %s where tier = %s", (price, tier))
+        # top-up packs: STRIPE_PRICE_PACK_10 and so on (one-time prices)
+        for (pack,) in conn.execute("select pack from credit_packs").fetchall():
+            price = environ.get(f"STRIPE_PRICE_{pack.upper()}")
+            if price:
+                conn.execute("update credit_packs set stripe_price_id = %s where pack = %s", (price, pack))
 
 
 def webhook_secrets(environ) -> list[str]:

@@ -76,6 +76,11 @@ SCHEMAS = {
                  test_mode={"type": "boolean", "description": "true when checkout is simulated (no Stripe keys)"}),
     "CheckoutRequest": obj(["tier"], tier={"enum": ["starter", "pro", "agency"]}),
     "CheckoutSession": obj(["checkout_url"], checkout_url=STRING),
+    "BuyPackRequest": obj(["pack"], pack={"enum": ["pack_10", "pack_50", "pack_200"]}),
+    "Packs": obj(["packs", "expires_after_months"], expires_after_months={"type": "integer"}, packs={
+        "type": "array", "items": obj(["pack", "name", "credits", "price_cents", "price", "on_sale"], pack=STRING,
+                                      name=STRING, credits={"type": "integer"}, price_cents={"type": "integer"},
+                                      price=STRING, on_sale={"type": "boolean"})}),
     "ChangePlanRequest": obj(["tier"], tier={"enum": TIERS, "description": "free = cancel at the period's end"}),
     "PlanChange": obj(["action", "detail"],
                       action={"enum": ["checkout", "upgraded", "downgrade_scheduled", "downgrade_canceled",
@@ -266,6 +271,11 @@ PATHS = {
     "/v1/billing/create-checkout-session": {"post": operation(
         "Start a Stripe Checkout for a plan (verified email required)", 200, ref("CheckoutSession"), [409, 503],
         body="CheckoutRequest", tag="billing")},
+    "/v1/billing/packs": {"get": operation("Credit packs on sale (bought credits last 12 months)", 200, ref("Packs"), [],
+                                           auth=False, tag="billing")},
+    "/v1/billing/buy-pack": {"post": operation(
+        "Start a Stripe Checkout for a credit pack, on any plan (verified email required)", 200,
+        ref("CheckoutSession"), [503], body="BuyPackRequest", tag="billing")},
     "/v1/billing/portal": {"get": operation("Open the Stripe customer portal", 200, ref("PortalSession"), [404],
                                             tag="billing")},
     "/v1/billing/subscription": {"get": operation("Your subscription: plan, status, period, pending changes", 200,

@@ -72,6 +72,21 @@ def change_json(change: billing.Change):
     return jsonify(body), 202
 
 
+@api.get("/billing/packs")
+def packs():
+    return jsonify(packs=[{"pack": r["pack"], "name": r["name"], "credits": r["credits"],
+                           "price_cents": r["price_cents"], "price": f"${r['price_cents'] / 100:.2f}",
+                           "on_sale": r["on_sale"]} for r in billing.packs()],
+                   expires_after_months=12)
+
+
+@api.post("/billing/buy-pack")
+@require_auth
+def buy_pack():
+    pack = string_field(json_body(), "pack", max_length=50)
+    return jsonify(checkout_url=billing.buy_pack_url(_current_user_id(), pack))
+
+
 @api.post("/billing/change-plan")
 @require_auth
 def change_plan():

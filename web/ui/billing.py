@@ -95,6 +95,20 @@ def change_plan():
     return _act(lambda: billing.change_plan(current_user.id, form.tier.data))
 
 
+@ui.post("/billing/buy-pack")
+@login_required
+def buy_pack():
+    """A pack's Buy button: on to Stripe's Checkout, or back with the reason it cannot be sold."""
+    if not LogoutForm().validate_on_submit():  # only the CSRF token
+        flash("Your session expired; please try again.", "error")
+        return redirect(url_for("ui.billing_page"))
+    try:
+        return redirect(billing.buy_pack_url(current_user.id, request.form.get("pack", "")[:50]), code=303)
+    except ApiError as error:
+        flash(error.detail, "error")
+        return redirect(url_for("ui.billing_page"), code=303)
+
+
 @ui.post("/billing/resume")
 @login_required
 def resume():
@@ -148,6 +162,8 @@ def billing_page():
         statement = credit_views.statement(cur, chosen["since"], chosen["until"], chosen["kind"])
         cur.execute("select * from app.usage(%s)", (CHART_DAYS,))
         usage = cur.fetchall()
+        cur.execute("select * from app.credit_packs()")
+        packs = [p for p in cur.fetchall() if p["on_sale"]]
     invoices, invoices_error = [], None
     if state["has_customer"]:
         try:
@@ -160,7 +176,7 @@ def billing_page():
                            next_expiry=credit_views.next_expiry(live), sources=credit_views.SOURCES,
                            statement_filter=chosen["values"], filter_error=filter_error, kinds=credit_views.KINDS,
                            filter_args={k: v for k, v in chosen["values"].items() if v},
-                           describe=credit_views.describe,
+                           describe=credit_views.describe, packs=packs, pack_form=LogoutForm(),
                            labels=STATEMENT_LABELS, invoices=invoices, invoices_error=invoices_error,
                            chart=usage_chart(usage, datetime.now(timezone.utc).date()), day=day, utc=timezone.utc,
                            from_unix=lambda seconds: datetime.fromtimestamp(seconds, timezone.utc),
