@@ -74,7 +74,7 @@ begin
   perform app._lock_balance(uid);
   bucket := app._open_bucket(uid, sold.credits, 'pack_grant', 'pack:' || payment_key, 'pack',
                              now() + app.pack_lifetime(), stripe_event_id => event_id,
-                             note => sold.name || ' bought');
+                             note => sold.name || ' for $' || to_char(paid_cents / 100.0, 'FM999999990.00'));
   if bucket is null then
     return 'pack already granted';
   end if;

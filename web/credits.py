@@ -27,7 +27,7 @@ LABELS = {
     "refund": "Refund for a failed video",
     "admin_grant": "Credits from support",
     "referral_grant": "Referral credits",
-    "pack_grant": "Credit pack bought",
+    "pack_grant": "Credit pack",
     "clawback": "Taken back: the purchase was refunded or disputed",
     "opening": "Balance carried into credit buckets",
 }
