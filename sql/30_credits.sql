@@ -136,7 +136,10 @@ begin
   values (priority, 'render', convert_to(json_build_object('job_id', new_job)::text, 'UTF8'),
           'queued', 'render:' || new_job);
 
-  return query select new_job, left_after - app._unswept_expired(uid);
+  left_after := left_after - app._unswept_expired(uid);
+  -- the low-balance mail and auto top-up, in this transaction (54_packs.sql)
+  perform app._after_spend(uid, left_after);
+  return query select new_job, left_after;
 end
 $$;
 grant execute on function app.spend_credit_and_create_job(text, text, jsonb) to sg_app;
@@ -298,7 +301,7 @@ begin
     select * into from_bucket from public.credit_buckets b where b.id = paid_from;
     insert into public.credit_ledger (user_id, delta, reason, idempotency_key, job_id, bucket_id)
     values (job.user_id, debit, 'refund', 'refund:' || job_id, job_id, paid_from);
-    if from_bucket.expires_at <= now() then
+    if from_bucket.expired_at is not null or from_bucket.expires_at <= now() then
       insert into public.credit_ledger (user_id, delta, reason, idempotency_key, job_id, bucket_id)
       values (job.user_id, -debit, 'expiry', 'expiry:refund:' || job_id, job_id, paid_from);
       update public.credit_buckets b set expired = b.expired + debit where b.id = paid_from;

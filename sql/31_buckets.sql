@@ -231,15 +231,17 @@ declare
   taken integer;
   expiry timestamptz;
 begin
+  -- a bucket is closed once: what it has left expires, and a credit refunded into it
+  -- later expires at once (app.refund_job)
   with before as (
     select c.id, c.remaining from public.credit_buckets c
-     where c.id = bucket and c.remaining > 0 and c.expires_at <= greatest(at, now()))
+     where c.id = bucket and c.expired_at is null and c.expires_at <= greatest(at, now()))
   update public.credit_buckets b
      set remaining = 0, expired = b.expired + before.remaining, expired_at = now()
     from before
    where b.id = before.id
   returning b.user_id, before.remaining, b.expires_at into owner, taken, expiry;
-  if not found then
+  if not found or taken = 0 then
     return 0;
   end if;
   insert into public.credit_ledger (user_id, delta, reason, idempotency_key, bucket_id, created_at)
@@ -261,7 +263,7 @@ set search_path = pg_catalog, pg_temp
 as $$
   select coalesce(sum(app._expire_bucket(b.id, until)), 0)::integer
     from (select c.id from public.credit_buckets c
-           where c.user_id = uid and c.remaining > 0 and c.expires_at <= greatest(until, now())
+           where c.user_id = uid and c.expired_at is null and c.expires_at <= greatest(until, now())
            order by c.expires_at, c.created_at, c.id) b
 $$;
 
@@ -289,7 +291,7 @@ begin
      limit max_buckets
   loop
     perform 1 from public.subscriptions s where s.user_id = due.user_id for update skip locked;
-    if found and app._expire_bucket(due.id) > 0 then
+    if found and app._expire_bucket(due.id) > 0 then  -- (0: another run, or a renewal, closed it)
       expired_buckets := expired_buckets + 1;
     end if;
   end loop;
@@ -414,7 +416,8 @@ begin
   end if;
   with before as (
     select c.id, least(credits, c.remaining) as take from public.credit_buckets c
-     where c.id = bucket and credits > 0 and c.remaining > 0 and (c.expires_at is null or c.expires_at > now()))
+     where c.id = bucket and credits > 0 and c.remaining > 0 and c.expired_at is null
+       and (c.expires_at is null or c.expires_at > now()))
   update public.credit_buckets b
      set remaining = b.remaining - before.take, clawed_back = b.clawed_back + before.take
     from before
@@ -431,3 +434,37 @@ begin
   return taken;
 end
 $$;
+
+/**
+ * The worker's expiring-soon notices (with `expire_credits`): each bucket is looked at
+ * once, when its expiry comes within `ahead` (3 days); an account whose credits entering
+ * that window on one day add up to 5 or more gets one mail for that day (key
+ * credits_expiring:<user>:<date>), never twice. Returns the mails queued.
+ */
+create or replace function app.notify_expiring_credits(ahead interval default interval '3 days') returns integer
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  due record;
+  queued integer := 0;
+begin
+  for due in
+    with noticed as (
+      update public.credit_buckets b set expiry_noticed = true
+       where b.remaining > 0 and not b.expiry_noticed and b.expires_at is not null
+         and b.expires_at <= now() + ahead and b.expires_at > now()
+      returning b.user_id, b.remaining, b.expires_at)
+    select n.user_id, (n.expires_at at time zone 'UTC')::date as day, sum(n.remaining)::integer as credits,
+           min(n.expires_at) as first_at
+      from noticed n group by 1, 2 having sum(n.remaining) >= 5
+  loop
+    if app._queue_email(due.user_id, 'credits_expiring', 'credits_expiring:' || due.user_id || ':' || due.day,
+                        jsonb_build_object('credits', due.credits, 'expires_at', due.first_at)) then
+      queued := queued + 1;
+    end if;
+  end loop;
+  return queued;
+end
+$$;
+grant execute on function app.notify_expiring_credits(interval) to sg_worker;

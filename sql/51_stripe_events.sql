@@ -222,6 +222,8 @@ begin
       -- top-up packs (54_packs.sql): refunds and disputes take back what is left of a pack
       when event.type = 'charge.refunded' then app._apply_charge_refunded(event.id, obj)
       when event.type = 'charge.dispute.created' then app._apply_dispute(event.id, obj)
+      when event.type = 'payment_intent.succeeded' and obj #>> '{metadata,auto_top_up_attempt}' is not null
+        then app._apply_auto_top_up_paid(event.id, obj)
       when event.subscription_id is not null then 'state: re-read from Stripe'
     end;
   exception when others then

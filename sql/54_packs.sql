@@ -186,3 +186,232 @@ begin
   return 'dispute: took back ' || taken || ' credits';
 end
 $$;
+
+-- -- Auto top-up -------------------------------------------------------------------------
+--
+-- A paid account may choose a pack to buy off-session (a PaymentIntent with its saved
+-- card) whenever a spend leaves fewer than `threshold` credits: at most once per
+-- `min_hours_between` hours and `max_per_month` times a calendar month, one at a time.
+-- The spend queues the attempt in its own transaction (app._after_spend); the worker
+-- asks Stripe (worker/billing.py); the credits come only with Stripe's signed
+-- payment_intent.succeeded (key pack:<payment intent>), like every other credit. A
+-- failed payment turns auto top-up off and mails the user.
+set local role sg_owner;
+
+alter table public.auto_top_up enable row level security;
+alter table public.auto_top_up force row level security;
+alter table public.auto_top_up_attempts enable row level security;
+alter table public.auto_top_up_attempts force row level security;
+do $$
+declare
+  tenant_table text;
+begin
+  foreach tenant_table in array array['auto_top_up', 'auto_top_up_attempts'] loop
+    execute format('drop policy if exists "users reach only their own rows" on public.%I', tenant_table);
+    execute format('create policy "users reach only their own rows" on public.%I for all to sg_app, sg_owner '
+                   'using (user_id = (select app.current_user_id())) '
+                   'with check (user_id = (select app.current_user_id()))', tenant_table);
+    execute format('drop policy if exists "service functions reach every row" on public.%I', tenant_table);
+    execute format('create policy "service functions reach every row" on public.%I for all to sg_service '
+                   'using (true) with check (true)', tenant_table);
+  end loop;
+end
+$$;
+grant select on public.auto_top_up, public.auto_top_up_attempts to sg_app;
+grant select, insert, update on public.auto_top_up, public.auto_top_up_attempts to sg_service;
+
+/** The current user's auto top-up setting (no row: never set up). */
+create or replace function app.auto_top_up()
+returns table (enabled boolean, pack text, threshold integer, min_hours_between integer, max_per_month integer,
+               disabled_reason text, bought_this_month integer, last_attempt_at timestamptz)
+language sql stable
+as $$
+  select a.enabled, a.pack, a.threshold, a.min_hours_between, a.max_per_month, a.disabled_reason,
+         (select count(*)::integer from public.auto_top_up_attempts t
+           where t.user_id = a.user_id and t.status = 'succeeded'
+             and t.created_at >= date_trunc('month', now(), 'UTC')),
+         (select max(t.created_at) from public.auto_top_up_attempts t where t.user_id = a.user_id)
+    from public.auto_top_up a
+   where a.user_id = app.require_user_id()
+$$;
+grant execute on function app.auto_top_up() to sg_app;
+
+/**
+ * Sets the current user's auto top-up. Turning it on needs a paid plan and a confirmed
+ * address (P0403) and a pack on sale (P0422); off is always allowed. P0422 for limits out
+ * of range. Clears a reason it was turned off for.
+ */
+create or replace function app.set_auto_top_up(enabled boolean, pack text, threshold integer,
+                                               min_hours_between integer default 24, max_per_month integer default 3)
+returns void
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+  uid uuid := app.require_user_id();
+begin
+  if enabled is null then
+    raise exception 'enabled must be true or false' using errcode = 'P0422';
+  end if;
+  if pack is null or not exists (select 1 from public.credit_packs p where p.pack = set_auto_top_up.pack
+                                                                    and p.stripe_price_id is not null) then
+    raise exception 'pack must be one of the packs on sale' using errcode = 'P0422';
+  end if;
+  if threshold is null or threshold not between 1 and 1000 then
+    raise exception 'threshold must be from 1 to 1000 credits' using errcode = 'P0422';
+  end if;
+  if min_hours_between is null or min_hours_between not between 1 and 720 then
+    raise exception 'min_hours_between must be from 1 to 720' using errcode = 'P0422';
+  end if;
+  if max_per_month is null or max_per_month not between 1 and 31 then
+    raise exception 'max_per_month must be from 1 to 31' using errcode = 'P0422';
+  end if;
+  if enabled then
+    if (select s.tier from public.subscriptions s where s.user_id = uid) = 'free' then
+      raise exception 'Auto top-up is for paid plans.' using errcode = 'P0403';
+    end if;
+    if not (select u.is_verified from public.users u where u.id = uid) then
+      raise exception 'Confirm your email address first.' using errcode = 'P0403';
+    end if;
+  end if;
+  insert into public.auto_top_up as a (user_id, enabled, pack, threshold, min_hours_between, max_per_month)
+  values (uid, enabled, pack, threshold, min_hours_between, max_per_month)
+  on conflict (user_id) do update
+    set enabled = excluded.enabled, pack = excluded.pack, threshold = excluded.threshold,
+        min_hours_between = excluded.min_hours_between, max_per_month = excluded.max_per_month,
+        disabled_reason = null, updated_at = now();
+end
+$$;
+grant execute on function app.set_auto_top_up(boolean, text, integer, integer, integer) to sg_app;
+
+set local role sg_service;
+
+/**
+ * What a spend sets off, in the spend's transaction (which holds the balance lock, so two
+ * spends never both act): the low-balance mail when this spend took the balance below 20 %
+ * of the plan's allowance (once per period: key low_balance:<user>:<period start>), and an
+ * auto top-up attempt when the balance is below the account's threshold and the limits
+ * allow one (no attempt waiting, none within min_hours_between, fewer than max_per_month
+ * this month). Called by app.spend_credit_and_create_job only.
+ */
+create or replace function app._after_spend(uid uuid, left_after integer) returns void
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  allowance integer;
+  period_start timestamptz;
+  paid boolean;
+  setting public.auto_top_up%rowtype;
+  attempt uuid;
+begin
+  select p.credits, s.current_period_start, s.tier <> 'free' into allowance, period_start, paid
+    from public.subscriptions s join public.plans p on p.tier = s.tier where s.user_id = uid;
+  if left_after < allowance * 0.2 and left_after + 1 >= allowance * 0.2 then
+    perform app._queue_email(uid, 'low_balance', 'low_balance:' || uid || ':' || extract(epoch from period_start)::bigint,
+                             jsonb_build_object('credits_left', left_after, 'allowance', allowance));
+  end if;
+  select * into setting from public.auto_top_up a where a.user_id = uid and a.enabled and left_after < a.threshold;
+  if not found or not paid then
+    return;
+  end if;
+  if exists (select 1 from public.auto_top_up_attempts t
+              where t.user_id = uid
+                and (t.status = 'pending' or t.created_at > now() - make_interval(hours => setting.min_hours_between)))
+     or (select count(*) from public.auto_top_up_attempts t
+          where t.user_id = uid and t.status <> 'failed'
+            and t.created_at >= date_trunc('month', now(), 'UTC')) >= setting.max_per_month then
+    return;
+  end if;
+  insert into public.auto_top_up_attempts (user_id, pack) values (uid, setting.pack) returning id into attempt;
+  insert into public.pgqueuer (priority, entrypoint, payload, status, dedupe_key)
+  values (10, 'auto_top_up', convert_to(json_build_object('attempt_id', attempt)::text, 'UTF8'), 'queued',
+          'auto_top_up:' || attempt);
+end
+$$;
+grant execute on function app._after_spend(uuid, integer) to sg_owner;
+
+/**
+ * The worker's view of a waiting auto top-up attempt: whom to charge (the Stripe customer),
+ * for which price and amount. No row once the attempt is finished.
+ */
+create or replace function app.auto_top_up_job(attempt uuid)
+returns table (user_id uuid, pack text, customer_id text, price_id text, amount_cents integer)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  select t.user_id, t.pack, s.stripe_customer_id, p.stripe_price_id, p.price_cents
+    from public.auto_top_up_attempts t
+    join public.subscriptions s on s.user_id = t.user_id
+    join public.credit_packs p on p.pack = t.pack
+   where t.id = attempt and t.status = 'pending'
+$$;
+grant execute on function app.auto_top_up_job(uuid) to sg_worker;
+
+/**
+ * The worker records what Stripe answered for an attempt, once: the PaymentIntent it
+ * created, and `error` when the payment failed (auto top-up is then turned off and the
+ * user mailed). It grants nothing: the credits come with the signed
+ * payment_intent.succeeded. Returns the attempt's status.
+ */
+create or replace function app.finish_auto_top_up(attempt uuid, payment_intent_id text, error text default null)
+returns text
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+#variable_conflict use_variable
+declare
+  done public.auto_top_up_attempts%rowtype;
+begin
+  update public.auto_top_up_attempts t
+     set payment_intent_id = coalesce(t.payment_intent_id, finish_auto_top_up.payment_intent_id),
+         status = case when error is null then t.status else 'failed' end,
+         error = left(finish_auto_top_up.error, 500), finished_at = case when error is null then t.finished_at else now() end
+   where t.id = attempt and t.status = 'pending'
+  returning t.* into done;
+  if not found then
+    return (select t.status from public.auto_top_up_attempts t where t.id = attempt);
+  end if;
+  if error is not null then
+    update public.auto_top_up a
+       set enabled = false, updated_at = now(),
+           disabled_reason = left('The payment for your automatic top-up failed: ' || error, 500)
+     where a.user_id = done.user_id;
+    perform app._queue_email(done.user_id, 'auto_top_up_failed', 'auto_top_up_failed:' || attempt,
+                             jsonb_build_object('pack', done.pack, 'error', left(error, 200)));
+  end if;
+  return done.status;
+end
+$$;
+grant execute on function app.finish_auto_top_up(uuid, text, text) to sg_worker;
+
+/**
+ * payment_intent.succeeded of an auto top-up (metadata.auto_top_up_attempt): grants the
+ * attempt's pack once per PaymentIntent, for what Stripe says was received. Other
+ * PaymentIntents (Checkout's) are granted by their checkout event.
+ */
+create or replace function app._apply_auto_top_up_paid(event_id text, intent jsonb) returns text
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  attempt public.auto_top_up_attempts%rowtype;
+  outcome text;
+begin
+  if intent #>> '{metadata,auto_top_up_attempt}' !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    return 'not an auto top-up: nothing to apply';
+  end if;
+  select * into attempt from public.auto_top_up_attempts t
+   where t.id = (intent #>> '{metadata,auto_top_up_attempt}')::uuid;
+  if not found or attempt.pack is distinct from intent #>> '{metadata,pack}' then
+    raise exception 'payment intent % names no auto top-up attempt of ours', intent ->> 'id';
+  end if;
+  outcome := app._grant_pack(attempt.user_id, attempt.pack, (intent ->> 'amount_received')::integer,
+                             intent ->> 'currency', intent ->> 'id', null, intent ->> 'id', event_id);
+  update public.auto_top_up_attempts t
+     set status = 'succeeded', payment_intent_id = intent ->> 'id', finished_at = coalesce(t.finished_at, now())
+   where t.id = attempt.id and t.status = 'pending';
+  return 'auto top-up: ' || outcome;
+end
+$$;

@@ -76,6 +76,19 @@ SCHEMAS = {
                  test_mode={"type": "boolean", "description": "true when checkout is simulated (no Stripe keys)"}),
     "CheckoutRequest": obj(["tier"], tier={"enum": ["starter", "pro", "agency"]}),
     "CheckoutSession": obj(["checkout_url"], checkout_url=STRING),
+    "AutoTopUp": obj(["enabled", "pack", "threshold", "min_hours_between", "max_per_month", "disabled_reason",
+                      "bought_this_month", "last_attempt_at"],
+                     enabled={"type": "boolean"}, pack={"type": ["string", "null"]},
+                     threshold={"type": ["integer", "null"]}, min_hours_between={"type": "integer"},
+                     max_per_month={"type": "integer"}, disabled_reason={"type": ["string", "null"]},
+                     bought_this_month={"type": "integer"},
+                     last_attempt_at={"type": ["string", "null"], "format": "date-time"}),
+    "AutoTopUpRequest": obj(["enabled", "pack", "threshold"], enabled={"type": "boolean"},
+                            pack={"enum": ["pack_10", "pack_50", "pack_200"]},
+                            threshold={"type": "integer", "minimum": 1, "maximum": 1000,
+                                       "description": "buy when a video leaves fewer credits than this"},
+                            min_hours_between={"type": "integer", "minimum": 1, "maximum": 720, "default": 24},
+                            max_per_month={"type": "integer", "minimum": 1, "maximum": 31, "default": 3}),
     "BuyPackRequest": obj(["pack"], pack={"enum": ["pack_10", "pack_50", "pack_200"]}),
     "Packs": obj(["packs", "expires_after_months"], expires_after_months={"type": "integer"}, packs={
         "type": "array", "items": obj(["pack", "name", "credits", "price_cents", "price", "on_sale"], pack=STRING,
@@ -276,6 +289,11 @@ PATHS = {
     "/v1/billing/buy-pack": {"post": operation(
         "Start a Stripe Checkout for a credit pack, on any plan (verified email required)", 200,
         ref("CheckoutSession"), [503], body="BuyPackRequest", tag="billing")},
+    "/v1/billing/auto-top-up": {
+        "get": operation("Your automatic top-up setting", 200, ref("AutoTopUp"), [], tag="billing"),
+        "put": operation("Set automatic top-up (paid plans): buy a pack off-session when a video leaves fewer "
+                         "credits than the threshold, within the limits; a failed payment turns it off", 200,
+                         ref("AutoTopUp"), [], body="AutoTopUpRequest", tag="billing")},
     "/v1/billing/portal": {"get": operation("Open the Stripe customer portal", 200, ref("PortalSession"), [404],
                                             tag="billing")},
     "/v1/billing/subscription": {"get": operation("Your subscription: plan, status, period, pending changes", 200,

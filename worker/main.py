@@ -257,6 +257,9 @@ def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
         expired = await call("expire_credit_buckets")
         if expired:
             log.info("credit expiry: %d bucket(s) expired", expired)
+        noticed = await call("notify_expiring_credits")
+        if noticed:
+            log.info("credit expiry: %d expiring-soon mail(s) queued", noticed)
 
     @pgq.schedule("sweep_stranded_jobs", SWEEP_CRON)
     async def sweep_stranded_jobs(schedule) -> None:

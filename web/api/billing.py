@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import jsonify, request
 
 from .. import billing, db
+from ..errors import ApiError
 from . import api, require_auth
 from .auth import user_tx
-from .validation import json_body, string_field
+from .validation import int_field, json_body, string_field
 
 
 def plans_json(rows: list[dict]) -> list[dict]:
@@ -85,6 +86,38 @@ def packs():
 def buy_pack():
     pack = string_field(json_body(), "pack", max_length=50)
     return jsonify(checkout_url=billing.buy_pack_url(_current_user_id(), pack))
+
+
+def auto_top_up_json(row: dict | None) -> dict:
+    if row is None:
+        return {"enabled": False, "pack": None, "threshold": None, "min_hours_between": 24, "max_per_month": 3,
+                "disabled_reason": None, "bought_this_month": 0, "last_attempt_at": None}
+    return {**row, "last_attempt_at": _iso(row["last_attempt_at"])}
+
+
+@api.get("/billing/auto-top-up")
+@require_auth
+def get_auto_top_up():
+    with user_tx() as cur:
+        cur.execute("select * from app.auto_top_up()")
+        return jsonify(auto_top_up_json(cur.fetchone()))
+
+
+@api.put("/billing/auto-top-up")
+@require_auth
+def put_auto_top_up():
+    body = json_body()
+    enabled = body.get("enabled")
+    if not isinstance(enabled, bool):
+        raise ApiError(422, "enabled: must be true or false", field="enabled")
+    pack = string_field(body, "pack", max_length=50)
+    threshold = int_field(body, "threshold", minimum=1, maximum=1000)
+    hours = int_field(body, "min_hours_between", default=24, minimum=1, maximum=720)
+    per_month = int_field(body, "max_per_month", default=3, minimum=1, maximum=31)
+    with user_tx() as cur:
+        cur.execute("select app.set_auto_top_up(%s, %s, %s, %s, %s)", (enabled, pack, threshold, hours, per_month))
+        cur.execute("select * from app.auto_top_up()")
+        return jsonify(auto_top_up_json(cur.fetchone()))
 
 
 @api.post("/billing/change-plan")

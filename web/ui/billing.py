@@ -109,6 +109,34 @@ def buy_pack():
         return redirect(url_for("ui.billing_page"), code=303)
 
 
+@ui.post("/billing/auto-top-up")
+@login_required
+def auto_top_up():
+    """The auto top-up form: on or off, which pack, below how many credits, how often."""
+    if not LogoutForm().validate_on_submit():  # only the CSRF token
+        flash("Your session expired; please try again.", "error")
+        return redirect(url_for("ui.billing_page"))
+    form = request.form
+    numbers = {}
+    for name, low, high, default in (("threshold", 1, 1000, None), ("min_hours_between", 1, 720, 24),
+                                     ("max_per_month", 1, 31, 3)):
+        text = form.get(name, "").strip() or (str(default) if default else "")
+        if not (text.isascii() and text.isdigit() and len(text) <= 4 and low <= int(text) <= high):
+            flash(f"{name.replace('_', ' ').capitalize()} must be a whole number from {low} to {high}.", "error")
+            return redirect(url_for("ui.billing_page"), code=303)
+        numbers[name] = int(text)
+    try:
+        with db.tx(current_user.id) as cur:
+            cur.execute("select app.set_auto_top_up(%s, %s, %s, %s, %s)",
+                        (form.get("enabled") == "on", form.get("pack", "")[:50], numbers["threshold"],
+                         numbers["min_hours_between"], numbers["max_per_month"]))
+    except ApiError as error:
+        flash(error.detail, "error")
+        return redirect(url_for("ui.billing_page"), code=303)
+    flash("Automatic top-up is " + ("on." if form.get("enabled") == "on" else "off."), "success")
+    return redirect(url_for("ui.billing_page"), code=303)
+
+
 @ui.post("/billing/resume")
 @login_required
 def resume():
@@ -164,6 +192,8 @@ def billing_page():
         usage = cur.fetchall()
         cur.execute("select * from app.credit_packs()")
         packs = [p for p in cur.fetchall() if p["on_sale"]]
+        cur.execute("select * from app.auto_top_up()")
+        top_up = cur.fetchone()
     invoices, invoices_error = [], None
     if state["has_customer"]:
         try:
@@ -176,7 +206,7 @@ def billing_page():
                            next_expiry=credit_views.next_expiry(live), sources=credit_views.SOURCES,
                            statement_filter=chosen["values"], filter_error=filter_error, kinds=credit_views.KINDS,
                            filter_args={k: v for k, v in chosen["values"].items() if v},
-                           describe=credit_views.describe, packs=packs, pack_form=LogoutForm(),
+                           describe=credit_views.describe, packs=packs, pack_form=LogoutForm(), top_up=top_up,
                            labels=STATEMENT_LABELS, invoices=invoices, invoices_error=invoices_error,
                            chart=usage_chart(usage, datetime.now(timezone.utc).date()), day=day, utc=timezone.utc,
                            from_unix=lambda seconds: datetime.fromtimestamp(seconds, timezone.utc),
