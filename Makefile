@@ -25,8 +25,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: install
 	$(PY) -m web.local
 
+## the contract's third-party linters and TypeScript check (tests/contract), as locked
+CONTRACT_TOOLS := tests/contract/node_modules/.package-lock.json
+$(CONTRACT_TOOLS): tests/contract/package.json tests/contract/package-lock.json
+	cd tests/contract && npm ci --no-audit --no-fund --loglevel=error
+
 ## the whole test suite against a real Postgres
-test: install-test
+test: install-test $(CONTRACT_TOOLS)
 	scripts/prepare-test-postgres
 	scripts/prepare-test-browser
 	$(PY) -m pytest

@@ -3,6 +3,5 @@
 -- with the new reasons remain history.
 -- depends: 0040.job_notes
 
-drop index if exists credit_ledger_bucket_id_idx;
 alter table credit_ledger drop column bucket_id;
 drop table credit_buckets;

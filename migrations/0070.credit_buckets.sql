@@ -41,15 +41,19 @@ create index credit_buckets_spend_order_idx on credit_buckets (user_id, expires_
 -- the expiry job's scan
 create index credit_buckets_due_idx on credit_buckets (expires_at) where remaining > 0 and expires_at is not null;
 
-alter table credit_ledger add column bucket_id uuid references credit_buckets (id);
-create index credit_ledger_bucket_id_idx on credit_ledger (bucket_id) where bucket_id is not null;
+-- The ledger's new column, its foreign key and its wider reason check are added NOT VALID
+-- here (checked for every new row at once) and validated, with its index built
+-- concurrently, by 0073, outside this transaction: the ledger is the busiest table, and a
+-- validation or index build inside it would hold off every spend while it scans.
+alter table credit_ledger add column bucket_id uuid;
+alter table credit_ledger add constraint credit_ledger_bucket_id_fkey foreign key (bucket_id)
+  references credit_buckets (id) not valid;
 
 alter table credit_ledger drop constraint credit_ledger_reason_check;
 alter table credit_ledger add constraint credit_ledger_reason_check check (reason in
   ('signup_grant', 'render', 'refund', 'renewal', 'expiry', 'plan_grant', 'admin_grant', 'upgrade_grant',
    'rollover', 'pack_grant', 'referral_grant', 'clawback', 'opening'))
   not valid;
-alter table credit_ledger validate constraint credit_ledger_reason_check;
 
 -- the owner lifts FORCE for this transaction only (sql/20_tenancy.sql forces it again)
 alter table subscriptions no force row level security;

@@ -37,3 +37,5 @@ create table pack_purchases (
   check (checkout_session_id is not null or payment_intent_id is not null)
 );
 create index pack_purchases_user_idx on pack_purchases (user_id, created_at);
+create index pack_purchases_bucket_idx on pack_purchases (bucket_id);
+create index pack_purchases_pack_idx on pack_purchases (pack);

@@ -1,4 +1,3 @@
-drop index credit_buckets_notice_idx;
 alter table credit_buckets drop column expiry_noticed;
 drop table auto_top_up_attempts;
 drop table auto_top_up;

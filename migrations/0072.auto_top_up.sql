@@ -29,8 +29,10 @@ create table auto_top_up_attempts (
   finished_at       timestamptz
 );
 create index auto_top_up_attempts_user_idx on auto_top_up_attempts (user_id, created_at);
+-- (the pack lists are a handful of rows, but a pack withdrawn must not scan these)
+create index auto_top_up_pack_idx on auto_top_up (pack);
+create index auto_top_up_attempts_pack_idx on auto_top_up_attempts (pack);
 
--- buckets whose expiry has been looked at for the "expiring soon" mail (once each)
+-- buckets whose expiry has been looked at for the "expiring soon" mail (once each; its
+-- index is built concurrently by 0073)
 alter table credit_buckets add column expiry_noticed boolean not null default false;
-create index credit_buckets_notice_idx on credit_buckets (expires_at)
-  where remaining > 0 and not expiry_noticed and expires_at is not null;

@@ -220,8 +220,8 @@ begin
       when event.type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
                           'checkout.session.async_payment_failed') then app._apply_checkout(obj)
       -- top-up packs (54_packs.sql): refunds and disputes take back what is left of a pack
-      when event.type = 'charge.refunded' then app._apply_charge_refunded(event.id, obj)
-      when event.type = 'charge.dispute.created' then app._apply_dispute(event.id, obj)
+      when event.type = 'charge.refunded' then app._apply_charge_refunded(obj)
+      when event.type = 'charge.dispute.created' then app._apply_dispute(obj)
       when event.type = 'payment_intent.succeeded' and obj #>> '{metadata,auto_top_up_attempt}' is not null
         then app._apply_auto_top_up_paid(event.id, obj)
       when event.subscription_id is not null then 'state: re-read from Stripe'
@@ -499,6 +499,10 @@ begin
     return 'ignored: not the customer''s current subscription';
   end if;
   perform app._queue_email(uid, 'payment_failed', 'payment_failed:' || coalesce(invoice ->> 'id', event_id));
+  perform app._emit_webhook(uid, 'payment.failed', 'payment.failed:' || coalesce(invoice ->> 'id', event_id),
+                            jsonb_build_object('invoice_id', invoice ->> 'id', 'amount_due', invoice -> 'amount_due',
+                                               'currency', invoice ->> 'currency',
+                                               'hosted_invoice_url', invoice ->> 'hosted_invoice_url'));
   return 'payment failure noted';
 end
 $$;

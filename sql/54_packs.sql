@@ -11,6 +11,15 @@
 --   clawback:dispute:<dispute>         everything left of the bucket, for a dispute
 set local role sg_owner;
 
+-- the packs are a public price list, like plans: every role reads every row, none writes
+alter table public.credit_packs enable row level security;
+alter table public.credit_packs force row level security;
+drop policy if exists "everyone reads the packs on sale" on public.credit_packs;
+create policy "everyone reads the packs on sale" on public.credit_packs for select
+  to sg_app, sg_owner, sg_service, sg_reporting using (true);
+drop policy if exists "migrate sets the packs' Stripe prices" on public.credit_packs;
+create policy "migrate sets the packs' Stripe prices" on public.credit_packs for update to sg_owner
+  using (true) with check (true);
 grant select on public.credit_packs to sg_app, sg_service, sg_reporting;
 
 alter table public.pack_purchases enable row level security;
@@ -137,7 +146,7 @@ $$;
  * unspent in the pack's bucket. Each refunded total is applied once. Stripe's events come
  * in any order: one that arrives before the pack's grant is applied by that grant.
  */
-create or replace function app._apply_charge_refunded(event_id text, charge jsonb) returns text
+create or replace function app._apply_charge_refunded(charge jsonb) returns text
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
@@ -168,7 +177,7 @@ end
 $$;
 
 /** charge.dispute.created: takes back everything still unspent of the disputed pack, once per dispute. */
-create or replace function app._apply_dispute(event_id text, dispute jsonb) returns text
+create or replace function app._apply_dispute(dispute jsonb) returns text
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$

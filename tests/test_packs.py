@@ -215,3 +215,17 @@ def test_a_pack_is_bought_from_the_billing_page(env):
                        follow_redirects=True).get_data(as_text=True)
     assert "pack: must be one of" in bad
     assert balance(env, uid) == 205
+
+
+def test_pack_prices_come_from_the_environment():
+    import psycopg
+
+    from web.migrate import migrate
+
+    from .conftest import throwaway_database
+
+    with throwaway_database("sg_packprice") as dsn:
+        migrate(dsn, environ={"STRIPE_PRICE_PACK_10": "price_pack_ten", "STRIPE_PRICE_PACK_200": "price_pack_big"})
+        with psycopg.connect(dsn) as conn:
+            prices = dict(conn.execute("select pack, stripe_price_id from credit_packs").fetchall())
+    assert prices == {"pack_10": "price_pack_ten", "pack_50": None, "pack_200": "price_pack_big"}

@@ -35,6 +35,7 @@ SUBJECTS = {
     "low_balance": "Your Story Genius credits are running low",
     "credits_expiring": "Some of your Story Genius credits expire soon",
     "auto_top_up_failed": "Your Story Genius automatic top-up failed and is now off",
+    "webhook_disabled": "A Story Genius webhook endpoint was turned off",
 }
 LINK_PATHS = {"verify": "/verify", "reset": "/reset"}
 
