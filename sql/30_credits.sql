@@ -77,6 +77,7 @@ declare
   drawn uuid;
   new_job uuid;
   priority integer;
+  notice_below numeric;
 begin
   if platform is null or platform not in ('youtube_shorts', 'tiktok', 'instagram_reels') then
     raise exception 'platform must be one of youtube_shorts, tiktok, instagram_reels' using errcode = 'P0422';
@@ -100,7 +101,8 @@ begin
   update public.credit_buckets b
      set remaining = b.remaining - 1
    where b.id = (select c.id from public.credit_buckets c
-                  where c.user_id = uid and c.remaining > 0 and (c.expires_at > now() or c.expires_at is null)
+                  where c.user_id = uid and c.expired_at is null and c.remaining > 0
+                    and (c.expires_at > now() or c.expires_at is null)
                   order by c.expires_at, c.created_at, c.id
                   limit 1)
   returning b.id into drawn;
@@ -129,7 +131,11 @@ begin
   insert into public.usage_logs (user_id, action, credits_used, job_id)
   values (uid, 'video_generation', 1, new_job);
 
-  select coalesce((p.features ->> 'queue_priority')::integer, 0) into priority
+  -- (and what would make this spend set something off: see app._after_spend)
+  select coalesce((p.features ->> 'queue_priority')::integer, 0),
+         greatest(p.credits * 0.2, coalesce((select a.threshold from public.auto_top_up a
+                                               where a.user_id = uid and a.enabled), 0))
+    into priority, notice_below
     from public.plans p where p.tier = paid_tier;
   -- no NOTIFY: workers poll (migrations/0008 says why)
   insert into public.pgqueuer (priority, entrypoint, payload, status, dedupe_key)
@@ -138,7 +144,9 @@ begin
 
   left_after := left_after - app._unswept_expired(uid);
   -- the low-balance mail and auto top-up, in this transaction (54_packs.sql)
-  perform app._after_spend(uid, left_after);
+  if left_after < notice_below then
+    perform app._after_spend(uid, left_after);
+  end if;
   return query select new_job, left_after;
 end
 $$;

@@ -52,11 +52,11 @@ grant select (bucket_id, user_id) on public.credit_ledger to sg_reporting;
  */
 create or replace function app._unswept_expired(uid uuid, at timestamptz default now()) returns integer
 language sql stable
-set search_path = pg_catalog, pg_temp
+-- (no SET clause: that would stop Postgres inlining it into the spend's query)
 as $$
   select coalesce(sum(b.remaining), 0)::integer
     from public.credit_buckets b
-   where b.user_id = uid and b.remaining > 0 and b.expires_at <= at
+   where b.user_id = uid and b.expired_at is null and b.expires_at <= at and b.remaining > 0
 $$;
 -- the web role's balance reads call it as themselves, so RLS still confines it to the caller
 grant execute on function app._unswept_expired(uuid, timestamptz) to sg_app;
@@ -90,7 +90,7 @@ as $$
   select b.id, b.source, b.amount, b.remaining, b.expires_at, b.created_at,
          coalesce(b.expires_at <= now() + soon, false)
     from public.credit_buckets b
-   where b.user_id = app.require_user_id() and b.remaining > 0
+   where b.user_id = app.require_user_id() and b.expired_at is null and b.remaining > 0
      and (b.expires_at is null or b.expires_at > now())
    order by b.expires_at nulls last, b.created_at, b.id
 $$;
@@ -286,12 +286,14 @@ begin
   perform app.renew_free_subscriptions();
   for due in
     select b.id, b.user_id from public.credit_buckets b
-     where b.remaining > 0 and b.expires_at <= now()
+     where b.expired_at is null and b.expires_at <= now()
      order by b.expires_at
      limit max_buckets
   loop
     perform 1 from public.subscriptions s where s.user_id = due.user_id for update skip locked;
-    if found and app._expire_bucket(due.id) > 0 then  -- (0: another run, or a renewal, closed it)
+    -- (a spent bucket is closed too, with nothing to record; 0 also when another run or a
+    -- renewal closed it first)
+    if found and app._expire_bucket(due.id) > 0 then
       expired_buckets := expired_buckets + 1;
     end if;
   end loop;
@@ -452,7 +454,7 @@ begin
   for due in
     with noticed as (
       update public.credit_buckets b set expiry_noticed = true
-       where b.remaining > 0 and not b.expiry_noticed and b.expires_at is not null
+       where not b.expiry_noticed and b.expired_at is null and b.expires_at is not null and b.remaining > 0
          and b.expires_at <= now() + ahead and b.expires_at > now()
       returning b.user_id, b.remaining, b.expires_at)
     select n.user_id, (n.expires_at at time zone 'UTC')::date as day, sum(n.remaining)::integer as credits,

@@ -35,7 +35,7 @@ drop policy if exists "reporting reads every row" on public.pack_purchases;
 create policy "reporting reads every row" on public.pack_purchases for select to sg_reporting using (true);
 grant select on public.pack_purchases to sg_app;
 grant select, insert, update on public.pack_purchases to sg_service;
-grant select (user_id, pack, credits, amount_cents, refunded_cents, refund_credits, disputed_at, created_at)
+grant select (user_id, pack, credits, amount_cents, bucket_id, refunded_cents, refund_credits, disputed_at, created_at)
   on public.pack_purchases to sg_reporting;
 
 /** The packs on sale (those with a Stripe price), cheapest first. Anyone may call it. */

@@ -380,9 +380,10 @@ def test_the_spend_is_still_one_round_trip_with_an_index_pick(empty_user, admin)
         grant(admin, empty_user, 1, (n + 1) * DAY)
     plan = admin.execute("""explain (format text)
         select c.id from credit_buckets c
-         where c.user_id = %s and c.remaining > 0 and (c.expires_at > now() or c.expires_at is null)
+         where c.user_id = %s and c.expired_at is null and c.remaining > 0
+           and (c.expires_at > now() or c.expires_at is null)
          order by c.expires_at, c.created_at, c.id limit 1""", (empty_user,)).fetchall()
-    assert "credit_buckets_spend_order_idx" in "\n".join(r["QUERY PLAN"] for r in plan)
+    assert "credit_buckets_open_idx" in "\n".join(r["QUERY PLAN"] for r in plan)
 
 
 # -- the migration ---------------------------------------------------------------------------
