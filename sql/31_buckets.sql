@@ -183,13 +183,15 @@ $$;
 /**
  * Opens a bucket of `amount` credits for `uid` and records its grant in the ledger under
  * `idempotency_key`; returns the bucket, or null (changing nothing) when the key was
- * already used. The caller holds the balance lock (app._lock_balance), which makes the
+ * already used. `created_at` is how old its credits are, for the spend order's "then
+ * oldest" (a rollover's are as old as the credits it carries). The caller holds the balance lock (app._lock_balance), which makes the
  * key check and the insert one step.
  */
 create or replace function app._open_bucket(uid uuid, amount integer, reason text, idempotency_key text,
                                             source text, expires_at timestamptz, plan_tier text default null,
                                             stripe_event_id text default null, period_start timestamptz default null,
-                                            note text default null, job_id uuid default null)
+                                            note text default null, job_id uuid default null,
+                                            created_at timestamptz default now())
 returns uuid
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -201,8 +203,8 @@ begin
   if exists (select 1 from public.credit_ledger l where l.idempotency_key = _open_bucket.idempotency_key) then
     return null;
   end if;
-  insert into public.credit_buckets as b (user_id, source, amount, remaining, expires_at, plan_tier)
-  values (uid, source, amount, amount, expires_at, plan_tier)
+  insert into public.credit_buckets as b (user_id, source, amount, remaining, expires_at, plan_tier, created_at)
+  values (uid, source, amount, amount, expires_at, plan_tier, created_at)
   returning b.id into bucket;
   insert into public.credit_ledger (user_id, delta, reason, idempotency_key, stripe_event_id, period_start, note,
                                     bucket_id, job_id)
@@ -334,6 +336,7 @@ as $$
 declare
   renewal record;
   unused integer;
+  oldest timestamptz;
   already integer;
   target integer;
 begin
@@ -349,8 +352,8 @@ begin
      where b.user_id = uid and b.plan_tier is not null and b.plan_tier <> 'free'
        and b.source in ('plan', 'renewal', 'upgrade', 'opening')
        and b.expires_at between renewal.period_start - interval '1 day' and renewal.period_start
-    returning b.expired)
-  select coalesce(sum(e.expired), 0) into unused from ending e;
+    returning b.expired, b.created_at)
+  select coalesce(sum(e.expired), 0), min(e.created_at) into unused, oldest from ending e;
   select coalesce(sum(l.delta), 0) into already from public.credit_ledger l
    where l.user_id = uid and l.reason = 'rollover' and l.delta > 0 and l.period_start = renewal.period_start;
   target := least(unused, renewal.amount);
@@ -358,7 +361,8 @@ begin
     perform app._open_bucket(uid, target - already, 'rollover',
                              'rollover:' || renewal.idempotency_key || ':' || already, 'rollover', renewal.expires_at,
                              stripe_event_id => renewal.stripe_event_id, period_start => renewal.period_start,
-                             note => 'carried ' || target || ' of ' || unused || ' unused plan credits into the new period');
+                             note => 'carried ' || target || ' of ' || unused || ' unused plan credits into the new period',
+                             created_at => least(oldest, now()));
     -- that period may itself be over already (a grant arriving after two renewals)
     perform app._expire_due(uid, app._renewed_through(uid));
     return target;

@@ -18,6 +18,7 @@ from .conftest import PASSWORD_HASH, acting_as, balance, ledger_sum, throwaway_d
 from .test_credits import CONCURRENT_CALLS, run_concurrently
 
 DAY = timedelta(days=1)
+PERIOD = timedelta(days=30)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -472,3 +473,41 @@ def test_existing_balances_become_buckets_and_every_sum_is_unchanged():
             assert admin.execute(SUMS).fetchall() == after_spend
             for uid in users.values():
                 assert_invariants(admin, uid)
+
+
+# -- the closing note's statement ----------------------------------------------------------------
+
+def test_one_accounts_statement_over_two_periods(make_user, admin, connect, capsys):
+    """Grant, spends, a pack, a failed video refunded, the renewal's rollover and expiry, and
+    the pack's credits outliving the period: every movement on the statement, each with its
+    bucket and the running balance (printed for the issue's closing note: pytest -s)."""
+    uid = make_user()
+    start = datetime.now(timezone.utc)
+    first_end = start + timedelta(hours=2)  # the periods are short so the test can see them end
+    plan_grant(admin, uid, "starter", first_end)
+    admin.execute("select app._grant_pack(%s, 'pack_10', 500, 'usd', 'cs_statement', 'cs_statement', "
+                  "'pi_statement', null)", (uid,))
+    jobs = [spend(admin, uid)["job_id"] for _ in range(8)]  # the plan's credits expire first
+    assert fail(admin, jobs[-1])                              # a render fails: back into its bucket
+    assert renew(admin, uid, "starter", first_end, key=f"plan:statement:{uid}:2")
+    for _ in range(3):  # the rolled-over credits are as old as the plan's: spent first
+        spend(admin, uid)
+    # the second renewal: what rolled over once does not roll again
+    assert renew(admin, uid, "starter", first_end + PERIOD, key=f"plan:statement:{uid}:3")
+    with acting_as(admin, uid):
+        rows = admin.execute("select * from app.credit_movements()").fetchall()
+    from web.credits import describe
+
+    lines = [f"{r['created_at']:%H:%M:%S} {r['reason']:<13} {r['delta']:>+4} = {r['balance_after']:>3}  "
+             f"{(r['bucket_source'] or ''):<8} {describe(r)}" for r in rows]
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    # (one transaction's movements share a moment; the statement lists them debits first)
+    moved = sorted(((r["created_at"], r["delta"], r["reason"]) for r in rows if r["reason"] != "render"))
+    assert [(reason, delta) for _, delta, reason in moved] == [
+        ("signup_grant", 5), ("plan_grant", 20), ("pack_grant", 10), ("refund", 1),
+        ("expiry", -13), ("rollover", 13), ("renewal", 20),
+        ("expiry", -20), ("expiry", -10), ("renewal", 20), ("rollover", 20)]
+    # the welcome credits (a month) and the pack (a year) outlive both plan periods
+    assert rows[-1]["balance_after"] == 5 + 10 + 20 + 20
+    assert_invariants(admin, uid)
