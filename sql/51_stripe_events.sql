@@ -224,6 +224,7 @@ begin
       when event.type = 'charge.dispute.created' then app._apply_dispute(obj)
       when event.type = 'payment_intent.succeeded' and obj #>> '{metadata,auto_top_up_attempt}' is not null
         then app._apply_auto_top_up_paid(event.id, obj)
+      when event.type = 'charge.succeeded' then app._note_payment_fingerprint(obj)
       when event.subscription_id is not null then 'state: re-read from Stripe'
     end;
   exception when others then
@@ -405,6 +406,8 @@ begin
     'amount_cents', coalesce((invoice ->> 'amount_paid')::integer, plan.price_cents),
     'period_start', period_start, 'period_end', period_end,
     'renewal', invoice ->> 'billing_reason' = 'subscription_cycle'));
+  perform app._reward_referrer(uid, invoice ->> 'id',
+                               coalesce((invoice ->> 'amount_paid')::integer, (invoice ->> 'total')::integer));
 
   case coalesce(invoice ->> 'billing_reason', 'subscription_create')
     when 'subscription_cycle' then

@@ -90,10 +90,14 @@ SCHEMAS = {
             expires_in={"type": "integer", "description": "seconds the access token lives"}, user=ref("User"))),
     "SignupRequest": described(
         "A new account: a deliverable address and a password that is not a common one.",
-        {"email": "ada@example.com", "password": "correct horse battery staple", "full_name": "Ada Lovelace"},
+        {"email": "ada@example.com", "password": "correct horse battery staple", "full_name": "Ada Lovelace",
+         "referral_code": "k3v9q27xm2"},
         obj(["email", "password"], email={**TEXT, "maxLength": 254},
             password={"type": "string", "minLength": 8, "maxLength": 128},
-            full_name={"type": ["string", "null"], "maxLength": 200})),
+            full_name={"type": ["string", "null"], "maxLength": 200},
+            referral_code={"type": ["string", "null"], "maxLength": 40,
+                           "description": "from a referral link (`/r/<code>`): +5 credits once the address is "
+                                          "confirmed; an unknown code is ignored"})),
     "LoginRequest": described(
         "Credentials, with the device token of an earlier sign-in from this device.",
         {"email": "ada@example.com", "password": "correct horse battery staple", "device_token": DEVICE_TOKEN},
@@ -288,6 +292,32 @@ SCHEMAS = {
         {"title": "Three hearts, one octopus"},
         obj(["title"], title={**TEXT, "minLength": 1, "maxLength": 200,
                               "description": "one line; surrounding spaces are trimmed"})),
+    "AccountDelete": described(
+        "Your password (and a two-factor code when it is on), to delete the account.",
+        {"password": "correct horse battery staple", "code": "492039"},
+        obj(["password"], password={"type": "string", "maxLength": 1024},
+            code={"type": "string", "minLength": 1, "maxLength": 50,
+                  "description": "required when two-factor sign-in is on: 6 digits from the authenticator app, "
+                                 "or a recovery code"})),
+    "AccountExport": described(
+        "Everything the account holds about you; never a password, key or token hash, nor the two-factor secret.",
+        {"exported_at": NOW, "profile": {"email": "ada@example.com", "full_name": "Ada Lovelace"},
+         "subscription": {"tier": "pro", "status": "active"}, "credit_ledger": [], "usage": [], "jobs": [],
+         "api_keys": [], "sessions": [], "trusted_devices": [], "two_factor": None, "sign_in_attempts": [],
+         "emails": []},
+        obj(["exported_at", "profile", "subscription", "credit_ledger", "usage", "jobs", "api_keys", "sessions",
+             "trusted_devices", "two_factor", "sign_in_attempts", "emails"],
+            exported_at=DATETIME, profile={"type": "object", "description": "email, name, when you joined"},
+            subscription={"type": ["object", "null"], "description": "plan, status and period"},
+            credit_ledger={"type": "array", "items": {"type": "object"}, "description": "every credit movement"},
+            usage={"type": "array", "items": {"type": "object"}, "description": "billable actions"},
+            jobs={"type": "array", "items": {"type": "object"}, "description": "your videos"},
+            api_keys={"type": "array", "items": {"type": "object"}, "description": "names and prefixes, no hashes"},
+            sessions={"type": "array", "items": {"type": "object"}, "description": "sign-in sessions"},
+            trusted_devices={"type": "array", "items": {"type": "object"}},
+            two_factor={"type": ["object", "null"], "description": "whether it is on, never the secret"},
+            sign_in_attempts={"type": "array", "items": {"type": "object"}},
+            emails={"type": "array", "items": {"type": "object"}, "description": "mails we sent you"})),
     "JobList": described(
         "A page of your jobs, newest first.", {"jobs": [JOB_EXAMPLE], "next_before": None},
         obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},
@@ -709,6 +739,14 @@ PATHS = {
     "/v1/user/usage": {"get": operation("Billable actions", 200, ref("Usage"), [422], op_id="listUsage", params=[
         query("days", {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}, "how far back", 30)],
         tag="account", description="Every credit spent or refunded in the last `days` days.")},
+    "/v1/account": {"delete": operation(
+        "Delete your account", 204, None, [], op_id="deleteAccount", body="AccountDelete", tag="account",
+        description="The Stripe subscription ends at once, videos and personal data are erased, and every session, "
+                    "token and key stops working; the credit ledger is kept under a pseudonymous id so the books "
+                    "still add up. 403 for a wrong password or code.")},
+    "/v1/account/export": {"get": operation(
+        "Export your data", 200, ref("AccountExport"), [], op_id="exportAccount", tag="account",
+        description="Everything your account holds about you, as JSON.")},
     "/v1/billing/plans": {"get": operation(
         "The plans on sale", 200, ref("Plans"), [], op_id="listPlans", auth=False, tag="billing",
         description="Every plan with its price, monthly credits and features; no sign-in needed.")},
@@ -875,6 +913,33 @@ PATHS.update({
         description="Sends the same event (same id and body, a fresh signature) again now, with three more days "
                     "of retries. 409 when the endpoint is off.")},
 })
+
+# --- referrals (issue 20 item 6) ------------------------------------------------------------
+REFERRAL_EXAMPLE = {"referee": "g•••@example.net", "joined_at": NOW, "status": "rewarded", "detail": "earned",
+                    "credits_earned": 10, "rewarded_at": LATER}
+SCHEMAS["Referrals"] = described(
+    "Your referral link, its terms, and each friend who signed up through it (address masked).",
+    {"code": "k3v9q27xm2", "link": "https://storygenius.app/r/k3v9q27xm2", "referee_credits": 5,
+     "referrer_credits": 10, "monthly_cap": 20, "rewards_this_month": 1, "credits_earned": 10,
+     "referrals": [REFERRAL_EXAMPLE]},
+    obj(["code", "link", "referee_credits", "referrer_credits", "monthly_cap", "rewards_this_month",
+         "credits_earned", "referrals"],
+        code=STRING, link={**STRING, "description": "share this"},
+        referee_credits={"type": "integer", "description": "your friend's, when they confirm their email"},
+        referrer_credits={"type": "integer", "description": "yours, when their first invoice is paid"},
+        monthly_cap={"type": "integer", "description": "rewards you can earn per calendar month (UTC)"},
+        rewards_this_month={"type": "integer", "minimum": 0}, credits_earned={"type": "integer", "minimum": 0},
+        referrals={"type": "array", "items": obj(
+            ["referee", "joined_at", "status", "detail", "credits_earned", "rewarded_at"],
+            referee=STRING, joined_at=DATETIME,
+            status={"enum": ["pending", "rewarded", "refused", "capped"],
+                    "description": "refused: the same person as you (mailbox, browser, network or card)"},
+            detail=STRING, credits_earned={"type": "integer", "minimum": 0}, rewarded_at=NULLABLE_DATETIME)}))
+TAGS.append({"name": "referrals", "description": "Invite friends: credits for both sides, once per friend."})
+PATHS["/v1/referrals"] = {"get": operation(
+    "Your referral link and what it has earned", 200, ref("Referrals"), [], op_id="getReferrals", tag="referrals",
+    description="Your link (made on first call; a confirmed address is needed, else 403), this month's rewards "
+                "against the cap, and every friend who signed up through it.")}
 
 DOCUMENT = {
     "openapi": "3.1.0",
