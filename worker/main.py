@@ -259,6 +259,8 @@ SWEEP_CRON = "*/5 * * * *"
 # Credit buckets stop counting at their expiry at once (read time); this records it in the
 # ledger soon after, and gives free accounts their new period's credits (sql/31_buckets.sql).
 CREDIT_EXPIRY_CRON = "* * * * *"
+# kept Idempotency-Key answers past their 24 hours, and finished rate-limit windows
+API_BOOKKEEPING_PURGE_CRON = "*/10 * * * *"
 # A job is stranded when no worker has touched it for this long (renders report progress
 # several times a minute) and it has no queue entry.
 SWEEP_STALE_AFTER = timedelta(minutes=10)
@@ -293,6 +295,10 @@ def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
         noticed = await call("notify_expiring_credits")
         if noticed:
             log.info("credit expiry: %d expiring-soon mail(s) queued", noticed)
+    @pgq.schedule("purge_api_bookkeeping", API_BOOKKEEPING_PURGE_CRON)
+    async def purge_api_bookkeeping(schedule) -> None:
+        log.info("API bookkeeping: %d expired idempotency answers and %d rate-limit windows forgotten",
+                 await call("purge_idempotency_keys"), await call("purge_rate_limit_windows"))
 
     @pgq.schedule("sweep_stranded_jobs", SWEEP_CRON)
     async def sweep_stranded_jobs(schedule) -> None:
