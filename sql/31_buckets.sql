@@ -27,17 +27,19 @@
 --   clawback:refund:<job>    a refund into a bucket whose purchase was taken back, taken back at once
 set local role sg_owner;
 
-alter table public.credit_buckets enable row level security;
-alter table public.credit_buckets force row level security;
-drop policy if exists "users reach only their own rows" on public.credit_buckets;
-create policy "users reach only their own rows" on public.credit_buckets for all to sg_app, sg_owner
+select app._ensure_forced_row_security('public.credit_buckets');
+select app._ensure_policy('public.credit_buckets', 'users reach only their own rows', $policy$
+  create policy "users reach only their own rows" on public.credit_buckets for all to sg_app, sg_owner
   using (user_id = (select app.current_user_id()))
-  with check (user_id = (select app.current_user_id()));
-drop policy if exists "service functions reach every row" on public.credit_buckets;
-create policy "service functions reach every row" on public.credit_buckets for all to sg_service
-  using (true) with check (true);
-drop policy if exists "reporting reads every row" on public.credit_buckets;
-create policy "reporting reads every row" on public.credit_buckets for select to sg_reporting using (true);
+  with check (user_id = (select app.current_user_id()))
+$policy$);
+select app._ensure_policy('public.credit_buckets', 'service functions reach every row', $policy$
+  create policy "service functions reach every row" on public.credit_buckets for all to sg_service
+  using (true) with check (true)
+$policy$);
+select app._ensure_policy('public.credit_buckets', 'reporting reads every row', $policy$
+  create policy "reporting reads every row" on public.credit_buckets for select to sg_reporting using (true)
+$policy$);
 grant select on public.credit_buckets to sg_app;
 grant select, insert, update on public.credit_buckets to sg_service;
 grant select (id, user_id, source, amount, remaining, expires_at, rolled_over, expired, expired_at, clawed_back,

@@ -12,27 +12,30 @@
 set local role sg_owner;
 
 -- the packs are a public price list, like plans: every role reads every row, none writes
-alter table public.credit_packs enable row level security;
-alter table public.credit_packs force row level security;
-drop policy if exists "everyone reads the packs on sale" on public.credit_packs;
-create policy "everyone reads the packs on sale" on public.credit_packs for select
-  to sg_app, sg_owner, sg_service, sg_reporting using (true);
-drop policy if exists "migrate sets the packs' Stripe prices" on public.credit_packs;
-create policy "migrate sets the packs' Stripe prices" on public.credit_packs for update to sg_owner
-  using (true) with check (true);
+select app._ensure_forced_row_security('public.credit_packs');
+select app._ensure_policy('public.credit_packs', 'everyone reads the packs on sale', $policy$
+  create policy "everyone reads the packs on sale" on public.credit_packs for select
+  to sg_app, sg_owner, sg_service, sg_reporting using (true)
+$policy$);
+select app._ensure_policy('public.credit_packs', 'migrate sets the packs'' Stripe prices', $policy$
+  create policy "migrate sets the packs' Stripe prices" on public.credit_packs for update to sg_owner
+  using (true) with check (true)
+$policy$);
 grant select on public.credit_packs to sg_app, sg_service, sg_reporting;
 
-alter table public.pack_purchases enable row level security;
-alter table public.pack_purchases force row level security;
-drop policy if exists "users reach only their own rows" on public.pack_purchases;
-create policy "users reach only their own rows" on public.pack_purchases for all to sg_app, sg_owner
+select app._ensure_forced_row_security('public.pack_purchases');
+select app._ensure_policy('public.pack_purchases', 'users reach only their own rows', $policy$
+  create policy "users reach only their own rows" on public.pack_purchases for all to sg_app, sg_owner
   using (user_id = (select app.current_user_id()))
-  with check (user_id = (select app.current_user_id()));
-drop policy if exists "service functions reach every row" on public.pack_purchases;
-create policy "service functions reach every row" on public.pack_purchases for all to sg_service
-  using (true) with check (true);
-drop policy if exists "reporting reads every row" on public.pack_purchases;
-create policy "reporting reads every row" on public.pack_purchases for select to sg_reporting using (true);
+  with check (user_id = (select app.current_user_id()))
+$policy$);
+select app._ensure_policy('public.pack_purchases', 'service functions reach every row', $policy$
+  create policy "service functions reach every row" on public.pack_purchases for all to sg_service
+  using (true) with check (true)
+$policy$);
+select app._ensure_policy('public.pack_purchases', 'reporting reads every row', $policy$
+  create policy "reporting reads every row" on public.pack_purchases for select to sg_reporting using (true)
+$policy$);
 grant select on public.pack_purchases to sg_app;
 grant select, insert, update on public.pack_purchases to sg_service;
 grant select (user_id, pack, credits, amount_cents, bucket_id, refunded_cents, refund_credits, disputed_at, created_at)
@@ -207,22 +210,21 @@ $$;
 -- failed payment turns auto top-up off and mails the user.
 set local role sg_owner;
 
-alter table public.auto_top_up enable row level security;
-alter table public.auto_top_up force row level security;
-alter table public.auto_top_up_attempts enable row level security;
-alter table public.auto_top_up_attempts force row level security;
+select app._ensure_forced_row_security('public.auto_top_up');
+select app._ensure_forced_row_security('public.auto_top_up_attempts');
 do $$
 declare
   tenant_table text;
 begin
   foreach tenant_table in array array['auto_top_up', 'auto_top_up_attempts'] loop
-    execute format('drop policy if exists "users reach only their own rows" on public.%I', tenant_table);
-    execute format('create policy "users reach only their own rows" on public.%I for all to sg_app, sg_owner '
-                   'using (user_id = (select app.current_user_id())) '
-                   'with check (user_id = (select app.current_user_id()))', tenant_table);
-    execute format('drop policy if exists "service functions reach every row" on public.%I', tenant_table);
-    execute format('create policy "service functions reach every row" on public.%I for all to sg_service '
-                   'using (true) with check (true)', tenant_table);
+    -- changed only where they differ: an unchanged policy takes no lock on the table
+    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'users reach only their own rows',
+      format('create policy "users reach only their own rows" on public.%I for all to sg_app, sg_owner '
+             'using (user_id = (select app.current_user_id())) '
+             'with check (user_id = (select app.current_user_id()))', tenant_table));
+    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'service functions reach every row',
+      format('create policy "service functions reach every row" on public.%I for all to sg_service '
+             'using (true) with check (true)', tenant_table));
   end loop;
 end
 $$;
