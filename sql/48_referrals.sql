@@ -20,12 +20,6 @@
 --                                 decided by the worker an hour after it (`referral_reward`)
 set local role sg_owner;
 
-alter table public.referral_codes enable row level security;
-alter table public.referral_codes force row level security;
-alter table public.referrals enable row level security;
-alter table public.referrals force row level security;
-alter table public.payment_fingerprints enable row level security;
-alter table public.payment_fingerprints force row level security;
 do $$
 declare
   private_table text;
@@ -33,9 +27,10 @@ begin
   -- only the functions below read or write these: a referrer sees their referees through
   -- app.referrals_summary(), masked
   foreach private_table in array array['referral_codes', 'referrals', 'payment_fingerprints'] loop
-    execute format('drop policy if exists "service functions reach every row" on public.%I', private_table);
-    execute format('create policy "service functions reach every row" on public.%I for all to sg_service '
-                   'using (true) with check (true)', private_table);
+    perform app._ensure_forced_row_security(format('public.%I', private_table)::regclass);
+    perform app._ensure_policy(format('public.%I', private_table)::regclass, 'service functions reach every row',
+      format('create policy "service functions reach every row" on public.%I for all to sg_service '
+             'using (true) with check (true)', private_table));
   end loop;
 end
 $$;
@@ -327,7 +322,8 @@ grant execute on function app.referral_standing() to sg_app;
 
 set local role sg_owner;
 
-drop trigger if exists reward_referee on public.users;
-create trigger reward_referee after update of is_verified on public.users
-  for each row when (new.is_verified and not old.is_verified)
-  execute function app._reward_referee();
+-- (re)created only when it differs, as pg_get_triggerdef spells it: an unchanged trigger
+-- takes no lock on users
+select app._ensure_trigger('public.users', 'reward_referee',
+  'CREATE TRIGGER reward_referee AFTER UPDATE OF is_verified ON public.users FOR EACH ROW '
+  'WHEN ((new.is_verified AND (NOT old.is_verified))) EXECUTE FUNCTION app._reward_referee()');
