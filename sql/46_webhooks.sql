@@ -232,6 +232,32 @@ select app._ensure_trigger('public.subscriptions', 'webhook_on_subscription_chan
 set local role sg_service;
 
 /**
+ * An erased account (app.erase_my_account) sends nothing more: its endpoints, with their
+ * signing secrets, its events and its delivery log go with it, in the erasing transaction
+ * (before a job it fails there reaches the job trigger at commit).
+ */
+create or replace function app._webhooks_forget_erased_user() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  delete from public.webhook_events e where e.user_id = new.id;
+  delete from public.webhook_endpoints e where e.user_id = new.id;
+  return null;
+end
+$$;
+grant execute on function app._webhooks_forget_erased_user() to sg_owner;
+
+set local role sg_owner;
+
+select app._ensure_trigger('public.users', 'webhooks_forget_erased_user',
+  'CREATE TRIGGER webhooks_forget_erased_user AFTER UPDATE OF deleted_at ON public.users FOR EACH ROW '
+  'WHEN (((new.deleted_at IS NOT NULL) AND (old.deleted_at IS NULL))) '
+  'EXECUTE FUNCTION app._webhooks_forget_erased_user()');
+
+set local role sg_service;
+
+/**
  * credits.expiring for every balance with credits left whose period ends within
  * `within`: once per user and period. The worker's daily schedule calls it; returns how
  * many events it emitted.

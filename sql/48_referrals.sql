@@ -34,8 +34,9 @@ begin
   end loop;
 end
 $$;
-grant select, insert, update on public.referral_codes, public.referrals to sg_service;
-grant select, insert on public.payment_fingerprints to sg_service;
+grant select, insert, update, delete on public.referral_codes to sg_service;
+grant select, insert, update on public.referrals to sg_service;
+grant select, insert, delete on public.payment_fingerprints to sg_service;
 
 set local role sg_service;
 
@@ -320,7 +321,28 @@ as $$
 $$;
 grant execute on function app.referral_standing() to sg_app;
 
+/**
+ * An erased account's link stops working and its cards are forgotten; its referrals stay,
+ * as the ledger's referral grants name them.
+ */
+create or replace function app._referrals_forget_erased_user() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  delete from public.referral_codes c where c.user_id = new.id;
+  delete from public.payment_fingerprints f where f.user_id = new.id;
+  return null;
+end
+$$;
+grant execute on function app._referrals_forget_erased_user() to sg_owner;
+
 set local role sg_owner;
+
+select app._ensure_trigger('public.users', 'referrals_forget_erased_user',
+  'CREATE TRIGGER referrals_forget_erased_user AFTER UPDATE OF deleted_at ON public.users FOR EACH ROW '
+  'WHEN (((new.deleted_at IS NOT NULL) AND (old.deleted_at IS NULL))) '
+  'EXECUTE FUNCTION app._referrals_forget_erased_user()');
 
 -- (re)created only when it differs, as pg_get_triggerdef spells it: an unchanged trigger
 -- takes no lock on users

@@ -837,3 +837,23 @@ def uuid_hex() -> str:
     import uuid
 
     return uuid.uuid4().hex[:10]
+
+
+def test_an_erased_account_sends_nothing_more_and_keeps_no_secret(hook_app, connect, receiver):
+    from .conftest import STRONG_PASSWORD
+
+    customer = pro_customer(hook_app, connect)
+    add_endpoint(customer, receiver().url, ["render.completed", "render.failed"])
+    generate(customer)  # unfinished: the erasure fails it, which would be a render.failed
+    delivery = customer["client"].post("/v1/webhooks/endpoints/" + customer["client"].get(
+        "/v1/webhooks/endpoints", headers=customer["headers"]).get_json()["endpoints"][0]["id"] + "/test",
+        headers=customer["headers"]).get_json()
+    answer = customer["client"].delete("/v1/account", json={"password": STRONG_PASSWORD}, headers=customer["headers"])
+    assert answer.status_code < 300, answer.get_json()
+    admin = connect("postgres")
+    for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts"):
+        assert admin.execute(f"select count(*) as n from {table} where user_id = %s",
+                             (customer["id"],)).fetchone()["n"] == 0, table
+    # the test event's queued attempt finds nothing to send
+    assert connect("sg_worker").execute("select * from app.claim_webhook_delivery(%s)",
+                                        (delivery["id"],)).fetchall() == []
