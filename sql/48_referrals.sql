@@ -25,7 +25,8 @@ declare
   private_table text;
 begin
   -- only the functions below read or write these: a referrer sees their referees through
-  -- app.referrals_summary(), masked
+  -- app.referrals_summary(), masked. Changed only where they differ: an unchanged policy
+  -- takes no lock on the table.
   foreach private_table in array array['referral_codes', 'referrals', 'payment_fingerprints'] loop
     perform app._ensure_forced_row_security(format('public.%I', private_table)::regclass);
     perform app._ensure_policy(format('public.%I', private_table)::regclass, 'service functions reach every row',
@@ -344,8 +345,7 @@ select app._ensure_trigger('public.users', 'referrals_forget_erased_user',
   'WHEN (((new.deleted_at IS NOT NULL) AND (old.deleted_at IS NULL))) '
   'EXECUTE FUNCTION app._referrals_forget_erased_user()');
 
--- (re)created only when it differs, as pg_get_triggerdef spells it: an unchanged trigger
--- takes no lock on users
+-- (re)created only when it differs, as pg_get_triggerdef spells it: no lock on users otherwise
 select app._ensure_trigger('public.users', 'reward_referee',
   'CREATE TRIGGER reward_referee AFTER UPDATE OF is_verified ON public.users FOR EACH ROW '
   'WHEN ((new.is_verified AND (NOT old.is_verified))) EXECUTE FUNCTION app._reward_referee()');
