@@ -14,7 +14,7 @@
 --   render.completed      a job completed                       render.completed:<job>
 --   render.failed         a job failed for good and was refunded render.failed:<job>
 --   batch.completed       every job of a batch finished         batch.completed:<batch>
---   credits.low           the balance fell to 20% of the plan   credits.low:<user>:<period start>:<total>
+--   credits.low           the balance fell to 20% of the period's credits  credits.low:<user>:<period start>:<total>
 --   credits.expiring      unused credits end within 3 days      credits.expiring:<user>:<period end>
 --   subscription.updated  plan, status or cancellation changed  subscription.updated:<user>:<transaction>
 --   payment.failed        Stripe could not take a payment       payment.failed:<invoice>
@@ -163,26 +163,23 @@ end
 $$;
 
 /**
- * credits.low when a balance falls to 20% of the plan's monthly credits (at least 1),
- * once per period and grant; subscription.updated once per transaction that changed the
- * plan, status or a scheduled change (deferred: the event carries the committed state).
+ * credits.low when a balance falls to 20% of this period's credits (at least 1), once per
+ * period and grant. The trigger's WHEN clause makes that test, so a spend that crosses
+ * nothing costs nothing more. subscription.updated (below) once per transaction that
+ * changed the plan, status or a scheduled change (deferred: the event carries the
+ * committed state).
  */
 create or replace function app._webhook_on_balance_change() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-  low integer;
 begin
-  select greatest(1, ceil(p.credits * 0.2))::integer into low from public.plans p where p.tier = new.tier;
-  if new.credits_remaining <= low and old.credits_remaining > low then
-    perform app._emit_webhook(new.user_id, 'credits.low',
-                              'credits.low:' || new.user_id || ':' || extract(epoch from new.current_period_start)
-                                || ':' || new.credits_total,
-                              jsonb_build_object('credits_remaining', new.credits_remaining,
-                                                 'credits_total', new.credits_total, 'tier', new.tier,
-                                                 'renews_at', new.current_period_end));
-  end if;
+  perform app._emit_webhook(new.user_id, 'credits.low',
+                            'credits.low:' || new.user_id || ':' || extract(epoch from new.current_period_start)
+                              || ':' || new.credits_total,
+                            jsonb_build_object('credits_remaining', new.credits_remaining,
+                                               'credits_total', new.credits_total, 'tier', new.tier,
+                                               'renews_at', new.current_period_end));
   return null;
 end
 $$;
@@ -222,7 +219,8 @@ select app._ensure_trigger('public.jobs', 'webhook_on_job_finished',
   '(old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION app._webhook_on_job_finished()');
 select app._ensure_trigger('public.subscriptions', 'webhook_on_balance_change',
   'CREATE TRIGGER webhook_on_balance_change AFTER UPDATE OF credits_remaining ON public.subscriptions FOR EACH ROW '
-  'WHEN ((new.credits_remaining < old.credits_remaining)) EXECUTE FUNCTION app._webhook_on_balance_change()');
+  'WHEN (((new.credits_remaining <= GREATEST(1, ((new.credits_total + 4) / 5))) AND (old.credits_remaining > '
+  'GREATEST(1, ((new.credits_total + 4) / 5))))) EXECUTE FUNCTION app._webhook_on_balance_change()');
 select app._ensure_trigger('public.subscriptions', 'webhook_on_subscription_change',
   'CREATE CONSTRAINT TRIGGER webhook_on_subscription_change AFTER UPDATE ON public.subscriptions DEFERRABLE '
   'INITIALLY DEFERRED FOR EACH ROW WHEN (((new.tier IS DISTINCT FROM old.tier) OR (new.status IS DISTINCT FROM '
