@@ -857,3 +857,53 @@ def test_an_erased_account_sends_nothing_more_and_keeps_no_secret(hook_app, conn
     # the test event's queued attempt finds nothing to send
     assert connect("sg_worker").execute("select * from app.claim_webhook_delivery(%s)",
                                         (delivery["id"],)).fetchall() == []
+
+
+def test_concurrent_attempts_of_one_delivery_are_recorded_once(hook_app, connect, receiver, database_dsn):
+    """Eight workers handed the same delivery at once (a resend racing retries): every one
+    sends (at least once), and only the latest claim's outcome is recorded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hook = receiver()
+    customer = pro_customer(hook_app, connect)
+    endpoint = add_endpoint(customer, hook.url)
+    delivery_id = customer["client"].post(f"/v1/webhooks/endpoints/{endpoint['id']}/test",
+                                          headers=customer["headers"]).get_json()["id"]
+
+    def one_worker(_):
+        async def run():
+            pool = AsyncConnectionPool(role_dsn(database_dsn, "sg_worker"), min_size=1, max_size=1,
+                                       kwargs={"autocommit": True}, open=False)
+            await pool.open()
+            try:
+                return await deliver_once(pool, delivery_id, LOCAL)
+            finally:
+                await pool.close()
+        return asyncio.run(run())
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(one_worker, range(8)))
+    assert len(hook.requests) == 8 and len({r["headers"]["Story-Genius-Event-Id"] for r in hook.requests}) == 1
+    assert sorted(outcomes).count("succeeded") == 1 and set(outcomes) <= {"succeeded", "superseded"}
+    admin = connect("postgres")
+    row = admin.execute("select status, attempts from webhook_deliveries where id = %s", (delivery_id,)).fetchone()
+    assert (row["status"], row["attempts"]) == ("succeeded", 8)
+    assert admin.execute("select count(*) as n from webhook_attempts where delivery_id = %s",
+                         (delivery_id,)).fetchone()["n"] == 1
+
+
+def test_at_most_ten_endpoints_even_when_added_concurrently(hook_app, connect, receiver):
+    from concurrent.futures import ThreadPoolExecutor
+
+    customer = pro_customer(hook_app, connect)
+    url = receiver().url
+
+    def add(n):
+        client = client_with_own_ip(hook_app)
+        return client.post("/v1/webhooks/endpoints", json={"url": f"{url}/{n}"}, headers=customer["headers"]).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = sorted(pool.map(add, range(20)))
+    assert statuses == [201] * 10 + [409] * 10
+    assert connect("postgres").execute("select count(*) as n from webhook_endpoints where user_id = %s",
+                                       (customer["id"],)).fetchone()["n"] == 10
