@@ -287,6 +287,25 @@ $$;
 grant execute on function app.emit_credits_expiring(interval) to sg_worker;
 
 /**
+ * Forgets events older than `keep` whose every delivery has finished (their deliveries
+ * and attempt log go with them), as Stripe keeps 30 days of events. The worker's daily
+ * schedule calls it; returns how many events it removed.
+ */
+create or replace function app.purge_webhook_log(keep interval default '30 days') returns integer
+language sql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with gone as (
+    delete from public.webhook_events ev
+     where ev.created_at < now() - keep
+       and not exists (select 1 from public.webhook_deliveries d where d.event_id = ev.id and d.status = 'pending')
+    returning 1
+  )
+  select count(*)::integer from gone
+$$;
+grant execute on function app.purge_webhook_log(interval) to sg_worker;
+
+/**
  * The worker's start of one attempt: the URL, secret and exact body to send, and the
  * attempt number that fences the outcome (a later resend or retry supersedes it). No row
  * when the delivery succeeded already, or its endpoint is gone or disabled (then the

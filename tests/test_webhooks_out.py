@@ -907,3 +907,27 @@ def test_at_most_ten_endpoints_even_when_added_concurrently(hook_app, connect, r
     assert statuses == [201] * 10 + [409] * 10
     assert connect("postgres").execute("select count(*) as n from webhook_endpoints where user_id = %s",
                                        (customer["id"],)).fetchone()["n"] == 10
+
+
+def test_the_log_keeps_thirty_days_and_never_a_pending_delivery(hook_app, connect, receiver, worker_pool):
+    customer = pro_customer(hook_app, connect)
+    endpoint = add_endpoint(customer, receiver().url)
+    client, headers = customer["client"], customer["headers"]
+    sent = client.post(f"/v1/webhooks/endpoints/{endpoint['id']}/test", headers=headers).get_json()["id"]
+    assert worker_pool(sent) == "succeeded"
+    waiting = client.post(f"/v1/webhooks/endpoints/{endpoint['id']}/test", headers=headers).get_json()["id"]
+    fresh = client.post(f"/v1/webhooks/endpoints/{endpoint['id']}/test", headers=headers).get_json()["id"]
+    assert worker_pool(fresh) == "succeeded"
+    admin = connect("postgres")
+    admin.execute("update webhook_events set created_at = now() - interval '31 days' where id in "
+                  "(select event_id from webhook_deliveries where id in (%s, %s))", (sent, waiting))
+    assert connect("sg_worker").execute("select app.purge_webhook_log() as n").fetchone()["n"] >= 1
+    left = {r["id"] for r in admin.execute("select id from webhook_deliveries where user_id = %s", (customer["id"],))}
+    assert left == {uuid_of(waiting), uuid_of(fresh)}
+    assert admin.execute("select count(*) as n from webhook_attempts where delivery_id = %s", (sent,)).fetchone()["n"] == 0
+
+
+def uuid_of(text: str):
+    import uuid
+
+    return uuid.UUID(text)
