@@ -860,8 +860,9 @@ def test_an_erased_account_sends_nothing_more_and_keeps_no_secret(hook_app, conn
 
 
 def test_concurrent_attempts_of_one_delivery_are_recorded_once(hook_app, connect, receiver, database_dsn):
-    """Eight workers handed the same delivery at once (a resend racing retries): every one
-    sends (at least once), and only the latest claim's outcome is recorded."""
+    """Eight workers handed the same delivery at once (a resend racing retries): each one that
+    claims it before the outcome is in sends it (at least once), and only the latest
+    claim's outcome is recorded."""
     from concurrent.futures import ThreadPoolExecutor
 
     hook = receiver()
@@ -883,11 +884,14 @@ def test_concurrent_attempts_of_one_delivery_are_recorded_once(hook_app, connect
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         outcomes = list(pool.map(one_worker, range(8)))
-    assert len(hook.requests) == 8 and len({r["headers"]["Story-Genius-Event-Id"] for r in hook.requests}) == 1
-    assert sorted(outcomes).count("succeeded") == 1 and set(outcomes) <= {"succeeded", "superseded"}
+    # a worker that claims after the outcome is in finds nothing to do; every other one sends
+    sent = [o for o in outcomes if o != "nothing to do"]
+    assert outcomes.count("succeeded") == 1 and set(outcomes) <= {"succeeded", "superseded", "nothing to do"}
+    assert len(hook.requests) == len(sent) >= 1
+    assert len({r["headers"]["Story-Genius-Event-Id"] for r in hook.requests}) == 1
     admin = connect("postgres")
     row = admin.execute("select status, attempts from webhook_deliveries where id = %s", (delivery_id,)).fetchone()
-    assert (row["status"], row["attempts"]) == ("succeeded", 8)
+    assert (row["status"], row["attempts"]) == ("succeeded", len(sent))
     assert admin.execute("select count(*) as n from webhook_attempts where delivery_id = %s",
                          (delivery_id,)).fetchone()["n"] == 1
 
@@ -931,3 +935,42 @@ def uuid_of(text: str):
     import uuid
 
     return uuid.UUID(text)
+
+
+def test_every_event_sent_matches_its_documented_schema(hook_app, connect, receiver, webhook_secret):
+    """Each kind of event, made the way production makes it, validates against the schema
+    the OpenAPI document's `webhooks` gives its type (what generated receivers expect)."""
+    import uuid
+
+    from jsonschema import Draft202012Validator
+
+    from .stripe_payloads import payment_failed, signed
+
+    customer = pro_customer(hook_app, connect)
+    endpoint = add_endpoint(customer, receiver().url)
+    admin = connect("postgres")
+    finish_job(connect, generate(customer))
+    finish_job(connect, generate(customer), ok=False)
+    customer["client"].post(f"/v1/webhooks/endpoints/{endpoint['id']}/test", headers=customer["headers"])
+    admin.execute("update subscriptions set credits_total = 100, credits_remaining = 21 where user_id = %s",
+                  (customer["id"],))
+    admin.execute("insert into credit_ledger (user_id, delta, reason, idempotency_key) select %s, "
+                  "21 - coalesce(sum(delta), 0), 'admin_grant', 'schema-test:' || %s from credit_ledger "
+                  "where user_id = %s", (customer["id"], customer["id"], customer["id"]))
+    generate(customer)  # 21 -> 20: credits.low
+    admin.execute("update subscriptions set tier = 'agency', current_period_end = now() + interval '1 day' "
+                  "where user_id = %s", (customer["id"],))
+    connect("sg_worker").execute("select app.emit_credits_expiring()")
+    cus = f"cus_schema_{uuid.uuid4().hex[:10]}"
+    admin.execute("update subscriptions set stripe_customer_id = %s where user_id = %s", (cus, customer["id"]))
+    body, headers = signed(payment_failed(cus, f"sub_schema_{uuid.uuid4().hex[:10]}"), webhook_secret)
+    assert hook_app.test_client().post("/v1/billing/webhook", data=body, headers=headers).status_code == 200
+
+    spec = hook_app.test_client().get("/openapi.json").get_json()
+    events = admin.execute("select type, body from webhook_events where user_id = %s", (customer["id"],)).fetchall()
+    assert {e["type"] for e in events} == {"render.completed", "render.failed", "webhook.test", "credits.low",
+                                           "subscription.updated", "credits.expiring", "payment.failed"}
+    for event in events:
+        schema = spec["webhooks"][event["type"]]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        errors = [e.message for e in Draft202012Validator({**spec, **schema}).iter_errors(event["body"])]
+        assert errors == [], (event["type"], errors, event["body"])
