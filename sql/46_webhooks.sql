@@ -232,13 +232,19 @@ set local role sg_service;
 /**
  * An erased account (app.erase_my_account) sends nothing more: its endpoints, with their
  * signing secrets, its events and its delivery log go with it, in the erasing transaction
- * (before a job it fails there reaches the job trigger at commit).
+ * (before a job it fails there reaches the job trigger at commit). The trigger watches
+ * is_active, which erasure clears, rather than deleted_at: a trigger naming that column
+ * would keep its migration from rolling back.
  */
 create or replace function app._webhooks_forget_erased_user() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+  -- erasure also deactivates; a plain deactivation (flask disable-user) keeps everything
+  if new.deleted_at is null then
+    return null;
+  end if;
   delete from public.webhook_events e where e.user_id = new.id;
   delete from public.webhook_endpoints e where e.user_id = new.id;
   return null;
@@ -249,9 +255,8 @@ grant execute on function app._webhooks_forget_erased_user() to sg_owner;
 set local role sg_owner;
 
 select app._ensure_trigger('public.users', 'webhooks_forget_erased_user',
-  'CREATE TRIGGER webhooks_forget_erased_user AFTER UPDATE OF deleted_at ON public.users FOR EACH ROW '
-  'WHEN (((new.deleted_at IS NOT NULL) AND (old.deleted_at IS NULL))) '
-  'EXECUTE FUNCTION app._webhooks_forget_erased_user()');
+  'CREATE TRIGGER webhooks_forget_erased_user AFTER UPDATE OF is_active ON public.users FOR EACH ROW '
+  'WHEN ((old.is_active AND (NOT new.is_active))) EXECUTE FUNCTION app._webhooks_forget_erased_user()');
 
 set local role sg_service;
 

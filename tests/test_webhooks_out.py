@@ -974,3 +974,14 @@ def test_every_event_sent_matches_its_documented_schema(hook_app, connect, recei
         schema = spec["webhooks"][event["type"]]["post"]["requestBody"]["content"]["application/json"]["schema"]
         errors = [e.message for e in Draft202012Validator({**spec, **schema}).iter_errors(event["body"])]
         assert errors == [], (event["type"], errors, event["body"])
+
+
+def test_a_disabled_account_keeps_its_endpoints(hook_app, connect, receiver):
+    """`flask disable-user` deactivates without erasing: the endpoints stay for when it is enabled again."""
+    customer = pro_customer(hook_app, connect)
+    add_endpoint(customer, receiver().url)
+    admin = connect("postgres")
+    admin.execute("update users set is_active = false where id = %s", (customer["id"],))
+    admin.execute("update users set is_active = true where id = %s", (customer["id"],))
+    assert admin.execute("select count(*) as n from webhook_endpoints where user_id = %s",
+                         (customer["id"],)).fetchone()["n"] == 1
