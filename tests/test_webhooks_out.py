@@ -985,3 +985,40 @@ def test_a_disabled_account_keeps_its_endpoints(hook_app, connect, receiver):
     admin.execute("update users set is_active = true where id = %s", (customer["id"],))
     assert admin.execute("select count(*) as n from webhook_endpoints where user_id = %s",
                          (customer["id"],)).fetchone()["n"] == 1
+def test_batch_completed_once_when_its_last_jobs_finish_together(hook_app, connect, receiver, worker_pool,
+                                                                 database_dsn):
+    """Five videos bought as one batch (sql/43_batches.sql emits the event through
+    app._emit_webhook); the first two finish, then the last three commit at the same moment
+    from three workers: one batch.completed, counting the failed (and refunded) one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hook = receiver()
+    customer = pro_customer(hook_app, connect)
+    add_endpoint(customer, hook.url, ["batch.completed"])
+    bought = customer["client"].post("/v1/shorts/batch", headers=customer["headers"], json={"items": [
+        {"platform": "tiktok", "topic": f"Batch topic {n}", "duration_seconds": 15} for n in range(5)]})
+    assert bought.status_code == 202, bought.get_json()
+    batch_id, job_ids = bought.get_json()["batch_id"], bought.get_json()["job_ids"]
+    finish_job(connect, job_ids[0])
+    finish_job(connect, job_ids[1], ok=False)
+    admin = connect("postgres")
+    assert deliveries(admin, customer["id"], "batch.completed") == []
+
+    workers = [psycopg.connect(role_dsn(database_dsn, "sg_worker"), autocommit=True) for _ in range(3)]
+    claims = [w.execute("select attempts from app.claim_job(%s)", (j,)).fetchone()[0]
+              for w, j in zip(workers, job_ids[2:])]
+    for w in workers:
+        w.execute("begin")
+    for w, j, attempt in zip(workers, job_ids[2:], claims):
+        w.execute("select app.complete_job(%s, %s, %s)", (j, attempt, f"/media/{j}.mp4"))
+    with ThreadPoolExecutor(max_workers=3) as pool:  # three commits at once
+        list(pool.map(lambda w: w.execute("commit"), workers))
+    for w in workers:
+        w.close()
+
+    [event] = deliveries(admin, customer["id"], "batch.completed")
+    data = event["body"]["data"]["object"]
+    assert data["batch_id"] == batch_id and data["status"] == "partially_failed" and data["total"] == 5
+    assert data["counts"] == {"completed": 4, "failed": 1} and data["job_ids"] == job_ids
+    assert worker_pool(event["id"]) == "succeeded"
+    assert json.loads(hook.requests[0]["body"])["type"] == "batch.completed"
