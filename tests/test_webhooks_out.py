@@ -1022,3 +1022,18 @@ def test_batch_completed_once_when_its_last_jobs_finish_together(hook_app, conne
     assert data["counts"] == {"completed": 4, "failed": 1} and data["job_ids"] == job_ids
     assert worker_pool(event["id"]) == "succeeded"
     assert json.loads(hook.requests[0]["body"])["type"] == "batch.completed"
+
+
+def test_a_retried_endpoint_creation_makes_one_endpoint_and_never_replays_its_secret(hook_app, connect, receiver):
+    import uuid
+
+    customer = pro_customer(hook_app, connect)
+    headers = {**customer["headers"], "Idempotency-Key": str(uuid.uuid4())}
+    body = {"url": receiver().url, "event_types": ["render.completed"]}
+    first = customer["client"].post("/v1/webhooks/endpoints", json=body, headers=headers)
+    again = customer["client"].post("/v1/webhooks/endpoints", json=body, headers=headers)
+    assert first.status_code == 201 and first.get_json()["secret"].startswith("whsec_")
+    assert again.status_code == 409 and "secret" not in again.get_json()
+    assert first.get_json()["secret"] not in again.get_data(as_text=True)
+    assert connect("postgres").execute("select count(*) as n from webhook_endpoints where user_id = %s",
+                                       (customer["id"],)).fetchone()["n"] == 1
