@@ -1037,3 +1037,27 @@ def test_a_retried_endpoint_creation_makes_one_endpoint_and_never_replays_its_se
     assert first.get_json()["secret"] not in again.get_data(as_text=True)
     assert connect("postgres").execute("select count(*) as n from webhook_endpoints where user_id = %s",
                                        (customer["id"],)).fetchone()["n"] == 1
+
+
+def test_the_python_clients_helper_verifies_our_deliveries(hook_app, connect, receiver, worker_pool):
+    """The official client's verify_webhook (clients/python) accepts what our sender signs,
+    and refuses it with another secret or a touched body."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
+    import storygenius
+
+    hook = receiver()
+    customer = pro_customer(hook_app, connect)
+    endpoint = add_endpoint(customer, hook.url)
+    delivery = customer["client"].post(f"/v1/webhooks/endpoints/{endpoint['id']}/test",
+                                       headers=customer["headers"]).get_json()
+    assert worker_pool(delivery["id"]) == "succeeded"
+    [request] = hook.requests
+    header = request["headers"][storygenius.SIGNATURE_HEADER]
+    event = storygenius.verify_webhook(request["body"], header, endpoint["secret"])
+    assert event["type"] == "webhook.test" and event["id"] == delivery["event_id"]
+    for secret, body in (("whsec_" + "0" * 64, request["body"]), (endpoint["secret"], request["body"] + b" ")):
+        with pytest.raises(storygenius.WebhookSignatureError):
+            storygenius.verify_webhook(body, header, secret)
