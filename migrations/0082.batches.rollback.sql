@@ -1,1 +1,2 @@
+alter table jobs drop column if exists batch_position, drop column if exists batch_id;
 drop table if exists batches;

@@ -67,9 +67,10 @@ begin
   return new;
 end
 $$;
-drop trigger if exists jobs_api_key_budget on public.jobs;
-create trigger jobs_api_key_budget before insert on public.jobs
-  for each row execute function app.enforce_api_key_budget();
+-- (re)created only when it differs: an unchanged trigger takes no lock on jobs
+select app._ensure_trigger('public.jobs', 'jobs_api_key_budget',
+  'CREATE TRIGGER jobs_api_key_budget BEFORE INSERT ON public.jobs FOR EACH ROW '
+  'EXECUTE FUNCTION app.enforce_api_key_budget()');
 
 -- the signature before scopes and budgets
 drop function if exists app.create_api_key(text, text, bytea);

@@ -303,6 +303,32 @@ SCHEMAS = {
         {"title": "Three hearts, one octopus"},
         obj(["title"], title={**TEXT, "minLength": 1, "maxLength": 200,
                               "description": "one line; surrounding spaces are trimmed"})),
+    "AccountDelete": described(
+        "Your password (and a two-factor code when it is on), to delete the account.",
+        {"password": "correct horse battery staple", "code": "492039"},
+        obj(["password"], password={"type": "string", "maxLength": 1024},
+            code={"type": "string", "minLength": 1, "maxLength": 50,
+                  "description": "required when two-factor sign-in is on: 6 digits from the authenticator app, "
+                                 "or a recovery code"})),
+    "AccountExport": described(
+        "Everything the account holds about you; never a password, key or token hash, nor the two-factor secret.",
+        {"exported_at": NOW, "profile": {"email": "ada@example.com", "full_name": "Ada Lovelace"},
+         "subscription": {"tier": "pro", "status": "active"}, "credit_ledger": [], "usage": [], "jobs": [],
+         "api_keys": [], "sessions": [], "trusted_devices": [], "two_factor": None, "sign_in_attempts": [],
+         "emails": []},
+        obj(["exported_at", "profile", "subscription", "credit_ledger", "usage", "jobs", "api_keys", "sessions",
+             "trusted_devices", "two_factor", "sign_in_attempts", "emails"],
+            exported_at=DATETIME, profile={"type": "object", "description": "email, name, when you joined"},
+            subscription={"type": ["object", "null"], "description": "plan, status and period"},
+            credit_ledger={"type": "array", "items": {"type": "object"}, "description": "every credit movement"},
+            usage={"type": "array", "items": {"type": "object"}, "description": "billable actions"},
+            jobs={"type": "array", "items": {"type": "object"}, "description": "your videos"},
+            api_keys={"type": "array", "items": {"type": "object"}, "description": "names and prefixes, no hashes"},
+            sessions={"type": "array", "items": {"type": "object"}, "description": "sign-in sessions"},
+            trusted_devices={"type": "array", "items": {"type": "object"}},
+            two_factor={"type": ["object", "null"], "description": "whether it is on, never the secret"},
+            sign_in_attempts={"type": "array", "items": {"type": "object"}},
+            emails={"type": "array", "items": {"type": "object"}, "description": "mails we sent you"})),
     "JobList": described(
         "A page of your jobs, newest first.", {"jobs": [JOB_EXAMPLE], "next_before": None},
         obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},
@@ -689,6 +715,14 @@ PATHS = {
     "/v1/user/usage": {"get": operation("Billable actions", 200, ref("Usage"), [422], op_id="listUsage", params=[
         query("days", {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}, "how far back", 30)],
         tag="account", description="Every credit spent or refunded in the last `days` days.")},
+    "/v1/account": {"delete": operation(
+        "Delete your account", 204, None, [], op_id="deleteAccount", body="AccountDelete", tag="account",
+        description="The Stripe subscription ends at once, videos and personal data are erased, and every session, "
+                    "token and key stops working; the credit ledger is kept under a pseudonymous id so the books "
+                    "still add up. 403 for a wrong password or code.")},
+    "/v1/account/export": {"get": operation(
+        "Export your data", 200, ref("AccountExport"), [], op_id="exportAccount", tag="account",
+        description="Everything your account holds about you, as JSON.")},
     "/v1/billing/plans": {"get": operation(
         "The plans on sale", 200, ref("Plans"), [], op_id="listPlans", auth=False, tag="billing",
         description="Every plan with its price, monthly credits and features; no sign-in needed.")},

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import AsyncIterator, Callable
+from uuid import UUID
 
 import asyncpg
 from pgqueuer import PgQueuer
@@ -184,6 +185,24 @@ def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSet
             await _after_failure(control, settings, job, error)
             return
         log.info("job %s completed", job_id)
+
+
+def register_media_erasure(pgq: PgQueuer, settings: WorkerSettings) -> None:
+    """`erase_media`: an account's deletion (sql/55_account_erasure.sql) queues one, due
+    when the renders that were running then are over, so a video such a render wrote after
+    the deletion (its completion refused) is deleted too. Runs in a render lane, which sees
+    MEDIA_ROOT."""
+    from web.erasure import remove_job_media
+
+    @pgq.entrypoint("erase_media")
+    async def erase_media(queued: Job) -> None:
+        try:
+            job_ids = [UUID(str(job_id)) for job_id in json.loads(queued.payload or b"")["job_ids"]]
+        except (ValueError, KeyError, TypeError):
+            log.error("dropping erase_media entry %s: %r", queued.id, queued.payload)
+            return
+        removed = await asyncio.to_thread(remove_job_media, settings.media_root, job_ids)
+        log.info("erase_media: %d file(s) of %d job(s) of a deleted account removed", removed, len(job_ids))
 
 
 # A mail that fails to send is retried this many times in all, backing off.
@@ -364,6 +383,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "a
         pgq = PgQueuer.from_asyncpg_connection(queue_conn)
         if lane != "light":
             register_entrypoints(pgq, JobControl(pool), settings)
+            register_media_erasure(pgq, settings)
         if lane != "render":
             register_schedules(pgq, pool)
             register_mail(pgq, pool, MailSettings.from_env())
