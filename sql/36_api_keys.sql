@@ -67,7 +67,7 @@ begin
   return new;
 end
 $$;
--- (re)created only when it differs: an unchanged trigger takes no lock on jobs
+-- (re)created only when it differs, as pg_get_triggerdef spells it: no lock on jobs otherwise
 select app._ensure_trigger('public.jobs', 'jobs_api_key_budget',
   'CREATE TRIGGER jobs_api_key_budget BEFORE INSERT ON public.jobs FOR EACH ROW '
   'EXECUTE FUNCTION app.enforce_api_key_budget()');

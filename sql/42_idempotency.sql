@@ -26,16 +26,15 @@
 -- again (and is answered by what is true then).
 set local role sg_owner;
 
--- changed only where they differ: an unchanged policy takes no lock on the table
 select app._ensure_forced_row_security('public.idempotency_keys');
 select app._ensure_policy('public.idempotency_keys', 'users reach only their own rows', $policy$
   create policy "users reach only their own rows" on public.idempotency_keys for all to sg_app, sg_owner
-    using (user_id = (select app.current_user_id()))
-    with check (user_id = (select app.current_user_id()))
+  using (user_id = (select app.current_user_id()))
+  with check (user_id = (select app.current_user_id()))
 $policy$);
 select app._ensure_policy('public.idempotency_keys', 'service functions reach every row', $policy$
   create policy "service functions reach every row" on public.idempotency_keys for all to sg_service
-    using (true) with check (true)
+  using (true) with check (true)
 $policy$);
 -- the web process reaches kept answers through the functions below only
 grant select, delete on public.idempotency_keys to sg_service;

@@ -4,16 +4,15 @@
 -- either entirely bought and queued or not at all.
 set local role sg_owner;
 
--- changed only where they differ: an unchanged policy takes no lock on the table
 select app._ensure_forced_row_security('public.batches');
 select app._ensure_policy('public.batches', 'users reach only their own rows', $policy$
   create policy "users reach only their own rows" on public.batches for all to sg_app, sg_owner
-    using (user_id = (select app.current_user_id()))
-    with check (user_id = (select app.current_user_id()))
+  using (user_id = (select app.current_user_id()))
+  with check (user_id = (select app.current_user_id()))
 $policy$);
 select app._ensure_policy('public.batches', 'service functions reach every row', $policy$
   create policy "service functions reach every row" on public.batches for all to sg_service
-    using (true) with check (true)
+  using (true) with check (true)
 $policy$);
 grant select on public.batches to sg_app;
 grant select, insert, update, delete on public.batches to sg_service;
@@ -149,7 +148,7 @@ grant execute on function app._batch_on_job_finished() to sg_owner;
 
 set local role sg_owner;
 
--- (re)created only when it differs: an unchanged trigger takes no lock on jobs
+-- (re)created only when it differs, as pg_get_triggerdef spells it: no lock on jobs otherwise
 select app._ensure_trigger('public.jobs', 'batch_on_job_finished',
   'CREATE CONSTRAINT TRIGGER batch_on_job_finished AFTER UPDATE OF status ON public.jobs DEFERRABLE INITIALLY '
   'DEFERRED FOR EACH ROW WHEN (((new.batch_id IS NOT NULL) AND (new.status = ANY (ARRAY[''completed''::text, '

@@ -4,11 +4,10 @@
 -- features.rate_limit_per_minute; a plan without one is not limited.
 set local role sg_owner;
 
--- changed only where they differ: an unchanged policy takes no lock on the table
 select app._ensure_forced_row_security('public.rate_limit_windows');
 select app._ensure_policy('public.rate_limit_windows', 'service functions reach every row', $policy$
   create policy "service functions reach every row" on public.rate_limit_windows for all to sg_service
-    using (true) with check (true)
+  using (true) with check (true)
 $policy$);
 grant select, insert, update, delete on public.rate_limit_windows to sg_service;
 

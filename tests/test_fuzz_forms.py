@@ -108,9 +108,9 @@ SIGNED_IN_FORMS = {
     "/account": ("current_password", "new_password", "confirm"),
     "/dashboard/generate": ("platform", "topic", "duration_seconds"),
     "/billing/change-plan": ("tier",),
+    "/webhooks": ("url", "description"),
     "/keys": ("name", "monthly_budget"),
     "/dashboard/batch": ("batch-topics", "batch-platform", "batch-duration_seconds"),
-    "/webhooks": ("url", "description"),
 }
 
 

@@ -904,7 +904,6 @@ PATHS["/v1/referrals"] = {"get": operation(
     description="Your link (made on first call; a confirmed address is needed, else 403), this month's rewards "
                 "against the cap, and every friend who signed up through it.")}
 
-
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False, "example": "8e2f6c1a-3b4d-4e5f-9a8b-7c6d5e4f3a2b",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
