@@ -173,12 +173,20 @@ def _browser(app, connect=None):
     return browser, user_id
 
 
-def _post_batch(browser, topics: str, platform: str = "tiktok", duration: str = "20"):
+def _request_id(page: str) -> str:
+    import re
+
+    return re.search(r'id="batch-request_id" name="batch-request_id" type="hidden" value="([^"]+)"', page).group(1)
+
+
+def _post_batch(browser, topics: str, platform: str = "tiktok", duration: str = "20", request_id: str | None = None):
+    """The batch form as a browser sends it (a fresh rendering's request id unless given)."""
     from .test_auth_ui import csrf_token
 
     page = browser.get("/dashboard").get_data(as_text=True)
     return browser.post("/dashboard/batch", data={"batch-csrf_token": csrf_token(page), "batch-topics": topics,
-                                                  "batch-platform": platform, "batch-duration_seconds": duration})
+                                                  "batch-platform": platform, "batch-duration_seconds": duration,
+                                                  "batch-request_id": request_id or _request_id(page)})
 
 
 def test_the_dashboard_shows_the_batch_form_with_its_cost(app, connect):
@@ -271,3 +279,38 @@ def test_when_the_last_two_videos_finish_at_once_one_event_is_sent(api, user, co
     first.execute("commit")
     finished.join(10)
     assert len(_batch_events(admin, user["id"])) == 1
+
+
+def test_a_resubmitted_batch_form_buys_once(app, connect):
+    """A double click, a reload of the POST or the back button sends the same rendering of
+    the form again: the batch is bought once."""
+    browser, user_id = _browser(app, connect)
+    request_id = _request_id(browser.get("/dashboard").get_data(as_text=True))
+    topics = "the history of coffee\nwhy cats purr"
+    assert _post_batch(browser, topics, request_id=request_id).status_code == 302
+    again = _post_batch(browser, topics, request_id=request_id)
+    assert again.status_code == 302
+    assert "already on their way" in browser.get("/dashboard").get_data(as_text=True)
+    admin = connect("postgres")
+    assert admin.execute("select count(*) as n from batches where user_id = %s", (user_id,)).fetchone()["n"] == 1
+    assert balance(admin, user_id) == 3
+    # the same rendering sent with another list: refused, with a fresh id for the next try
+    edited = _post_batch(browser, "how bees dance", request_id=request_id)
+    assert edited.status_code == 422
+    page = edited.get_data(as_text=True)
+    assert "already used to buy another list" in page and _request_id(page) != request_id
+    assert _post_batch(browser, "how bees dance", request_id=_request_id(page)).status_code == 302
+    assert balance(admin, user_id) == 2
+
+
+@pytest.mark.parametrize("request_id", ["", "not-a-uuid"])
+def test_a_batch_form_without_its_request_id_is_refused(app, connect, request_id):
+    from .test_auth_ui import csrf_token
+
+    browser, user_id = _browser(app, connect)
+    page = browser.get("/dashboard").get_data(as_text=True)
+    response = browser.post("/dashboard/batch", data={"batch-csrf_token": csrf_token(page), "batch-topics": "owls",
+                                                      "batch-platform": "tiktok", "batch-duration_seconds": "20",
+                                                      "batch-request_id": request_id})
+    assert response.status_code == 422 and balance(connect("postgres"), user_id) == 5
+    assert "please submit it again" in response.get_data(as_text=True)

@@ -185,6 +185,22 @@ def test_a_delivery_signed_by_the_worker_verifies_with_the_client():
         verify_webhook(body, headers[storygenius.SIGNATURE_HEADER], "whsec_wrong")
 
 
-def test_the_client_is_typed_and_versioned():
-    assert (Path(storygenius.__file__).parent / "py.typed").exists()
-    assert storygenius.__version__ == "0.1.0"
+def test_the_client_is_typed_and_versioned(tmp_path):
+    """Its annotations hold under mypy --strict, and a caller's misuse is caught by them."""
+    import subprocess
+
+    package = Path(storygenius.__file__).parent
+    assert (package / "py.typed").exists() and storygenius.__version__ == "0.1.0"
+    checked = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+                              str(package)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+    misuse = tmp_path / "misuse.py"
+    misuse.write_text("from storygenius import Client\n"
+                      "job = Client('sk_x').generate('myspace', 'a topic')\n"
+                      "left: str = job.credits_remaining\n")
+    caught = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+                             str(misuse)], capture_output=True, text=True,
+                            env={**__import__("os").environ, "MYPYPATH": str(package.parent)})
+    assert caught.returncode == 1
+    assert "Literal['myspace']" in caught.stdout  # not a platform
+    assert 'expression has type "int", variable has type "str"' in caught.stdout  # credits are a number

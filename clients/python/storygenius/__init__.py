@@ -177,8 +177,9 @@ class InvalidRequest(StoryGeniusError):
 class RateLimited(StoryGeniusError):
     """429: `retry_after` seconds until the limit frees a request."""
 
-    def __init__(self, *args, retry_after: float = 1.0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, status: int, detail: str, field: str | None = None, response: httpx.Response | None = None,
+                 *, retry_after: float = 1.0):
+        super().__init__(status, detail, field, response)
         self.retry_after = retry_after
 
 
@@ -241,7 +242,7 @@ class Client:
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -293,8 +294,9 @@ class Client:
                 continue
             raise _error(response)
 
-    def _json(self, method: str, path: str, **kwargs) -> Any:
-        return self.request(method, path, **kwargs).json()
+    def _json(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None,
+              idempotency_key: str | None = None) -> Any:
+        return self.request(method, path, json_body=json_body, params=params, idempotency_key=idempotency_key).json()
 
     # -- videos --
 
@@ -368,7 +370,8 @@ class Client:
         return [_build(UsageEntry, row) for row in self._json("GET", "/v1/user/usage", params={"days": days})["usage"]]
 
     def me(self) -> dict[str, Any]:
-        return self._json("GET", "/v1/auth/me")
+        account: dict[str, Any] = self._json("GET", "/v1/auth/me")
+        return account
 
     # -- keys (with an access token: keys cannot manage keys) --
 
@@ -426,6 +429,9 @@ def verify_webhook(payload: bytes | str, signature_header: str | None, secret: s
     if not any(hmac.compare_digest(expected, candidate) for candidate in signatures):
         raise WebhookSignatureError("no signature matches")
     try:
-        return json.loads(raw)
+        event: dict[str, Any] = json.loads(raw)
     except ValueError as error:
         raise WebhookSignatureError("the signed body is not JSON") from error
+    if not isinstance(event, dict):
+        raise WebhookSignatureError("the signed body is not a JSON object")
+    return event
