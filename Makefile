@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 
-.PHONY: install install-test run test migrate clean analyst-psql bench
+.PHONY: install install-test install-bench run test migrate clean analyst-psql bench
 
 ## the service's own dependencies (what `make run` needs)
 install: $(VENV)/.installed
@@ -25,8 +25,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 run: install
 	$(PY) -m web.local
 
+## the contract's third-party linters and TypeScript check (tests/contract), as locked
+CONTRACT_TOOLS := tests/contract/node_modules/.package-lock.json
+$(CONTRACT_TOOLS): tests/contract/package.json tests/contract/package-lock.json
+	cd tests/contract && npm ci --no-audit --no-fund --loglevel=error
+
 ## the whole test suite against a real Postgres
-test: install-test
+test: install-test $(CONTRACT_TOOLS)
 	scripts/prepare-test-postgres
 	scripts/prepare-test-browser
 	$(PY) -m pytest
@@ -41,6 +46,14 @@ clean:
 analyst-psql: install
 	psql "$$($(PY) -c 'from web.config import from_env, role_dsn; print(role_dsn(from_env()["DATABASE_URL"], "sg_analyst"))')"
 
-## every benchmark, one table each (needs Debian's wrk for the HTTP figures)
-bench: install
+## the benchmarks' extra Python packages
+install-bench: $(VENV)/.installed-bench
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+## every benchmark beside its peer or limit: one summary table, also written to bench/RESULTS.md
+bench: install-bench
+	scripts/prepare-bench
 	$(PY) -m bench

@@ -82,3 +82,83 @@ def table(rows: list[dict]) -> str:
     rule = "-+-".join("-" * w for w in widths)
     body = [" | ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths)) for r in rows]
     return "\n".join([line, rule, *body])
+
+
+# -- load generation: Debian's wrk, driven by small Lua scripts ------------------------------
+
+WRK_THREADS = 2
+
+
+def wrk(url: str, script: Path | None, connections: int, seconds: int, processes: list | None = None) -> dict:
+    """One wrk run: req/s, p50/p99 in ms, and (given the server's processes) server CPU ms per
+    request, a figure that swings less than req/s on a shared machine. Any non-2xx answer
+    fails the run: a benchmark of errors measures nothing."""
+    import re
+
+    before = _cpu_seconds(processes) if processes else 0.0
+    args = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script:
+        args[1:1] = ["-s", str(script)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} failed requests from {url} ({script}):\n{out}")
+
+    def latency(label):
+        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "requests": requests,
+              "p50": latency("50"), "p99": latency("99")}
+    if processes:
+        result["cpu_ms"] = (_cpu_seconds(processes) - before) * 1000 / max(requests, 1)
+    return result
+
+
+def server_cpu(base: str) -> list:
+    """The gunicorn master and workers listening on the base URL's port."""
+    import psutil
+
+    port = int(base.rsplit(":", 1)[1])
+    # every process shares the listening socket, and psutil names one of them its owner
+    owner = next(psutil.Process(c.pid) for c in psutil.net_connections(kind="tcp")
+                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid)
+    master = owner if owner.children() else owner.parent()
+    return [master, *master.children()]
+
+
+def _cpu_seconds(processes: list) -> float:
+    total = 0.0
+    for process in processes:
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def _lua(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def lua_tokens(tokens: list[str]) -> str:
+    """A Lua table of bearer tokens that `lua_cycle(..., bearer=True)` takes in turn."""
+    return "tokens = {" + ",".join(_lua(t) for t in tokens) + "}\n"
+
+
+def lua_cycle(requests: list[tuple[str, str, dict]], bearer: bool = False) -> str:
+    """A wrk script sending each prepared (path, body, headers) POST in turn (with the next
+    of `tokens` as the bearer token when `bearer`). Each wrk thread runs its own Lua state,
+    so thread k sends entries k, k + threads, …: the threads never repeat each other's."""
+    entries = ",\n".join("{" + _lua(path) + "," + _lua(body) + ",{" +
+                         ",".join(f"[{_lua(k)}]={_lua(v)}" for k, v in headers.items()) + "}}"
+                         for path, body, headers in requests)
+    token = ("    h['Authorization'] = 'Bearer ' .. tokens[(i % #tokens) + 1]\n" if bearer else "")
+    return ("local reqs = {\n" + entries + "\n}\nlocal n = 0\nlocal started = 0\n"
+            "function setup(thread)\n  thread:set('offset', started)\n  started = started + 1\nend\n"
+            "request = function()\n"
+            f"  local i = n * {WRK_THREADS} + offset\n"
+            "  local r = reqs[(i % #reqs) + 1]\n  local h = {}\n"
+            "  for k, v in pairs(r[3]) do h[k] = v end\n" + token +
+            "  n = n + 1\n  return wrk.format('POST', r[1], h, r[2])\nend\n")

@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shutil
 import statistics
-import subprocess
 import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
 
-import psutil
 import psycopg
 
-from .common import bench_database, live_server
+from .common import bench_database, live_server, server_cpu, wrk
 
 CONNECTIONS = 32
 SECONDS = 6
@@ -42,51 +39,14 @@ def _post(url: str, body: dict) -> dict:
         return json.load(response)
 
 
-def _wrk(url: str, script: Path | None = None) -> dict:
-    args = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", url]
-    if script:
-        args[1:1] = ["-s", str(script)]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    def latency(label):
-        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M).groups()
-        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "p50": latency("50"), "p99": latency("99"), "non2xx": int(errors.group(1)) if errors else 0}
-
-
-def _server_processes(base: str) -> list[psutil.Process]:
-    """The gunicorn master and workers listening on the base URL's port."""
-    port = int(base.rsplit(":", 1)[1])
-    # every process shares the listening socket, and psutil names one of them its owner
-    owner = next(psutil.Process(c.pid) for c in psutil.net_connections(kind="tcp")
-                 if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN and c.pid)
-    master = owner if owner.children() else owner.parent()
-    return [master, *master.children()]
-
-
-def _cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
-        times = process.cpu_times()
-        total += times.user + times.system
-    return total
-
-
-def _measured(base: str, processes: list[psutil.Process], path: str, script: Path | None = None) -> dict:
-    """A wrk run plus the server's CPU time per request: a figure that, unlike req/s,
-    does not swing with what else this shared machine is running."""
-    before = _cpu_seconds(processes)
-    result = _wrk(base + path, script)
-    result["cpu_ms"] = (_cpu_seconds(processes) - before) * 1000 / max(result["requests"], 1)
-    return result
+def _measured(base: str, processes: list, path: str, script: Path | None = None) -> dict:
+    return wrk(base + path, script, CONNECTIONS, SECONDS, processes)
 
 
 def _median_result(results: list[dict]) -> dict:
-    """Per-figure medians of several wrk runs (non-2xx summed)."""
+    """Per-figure medians of several wrk runs (each run already refused any non-2xx)."""
     return {"rps": statistics.median(r["rps"] for r in results), "p50": statistics.median(r["p50"] for r in results),
-            "p99": statistics.median(r["p99"] for r in results), "non2xx": sum(r["non2xx"] for r in results),
+            "p99": statistics.median(r["p99"] for r in results),
             "cpu_ms": statistics.median(r["cpu_ms"] for r in results)}
 
 
@@ -124,9 +84,9 @@ def run(workers: int = 2) -> list[dict]:
             "  return wrk.format('POST', '/v1/shorts/generate', {['Content-Type'] = 'application/json',\n"
             "    ['Authorization'] = 'Bearer ' .. tokens[(n % #tokens) + 1]}, body)\n"
             "end\n")
-        processes = {name: _server_processes(base) for name, base in bases.items()}
+        processes = {name: server_cpu(base) for name, base in bases.items()}
         for base in bases.values():
-            _wrk(base + "/_bench/select1")  # warm-up: pools filled, statements prepared
+            wrk(base + "/_bench/select1", None, CONNECTIONS, 2)  # warm-up: pools filled, statements prepared
         # this machine's speed drifts by tens of percent within a minute: the servers and
         # endpoints alternate, each ratio compares neighbours, and the medians are reported
         measured = {name: {"select1": [], "healthz": [], "generate": []} for name in bases}
@@ -147,8 +107,7 @@ def run(workers: int = 2) -> list[dict]:
                 result = _median_result(measured[name][endpoint])
                 rows.append({"endpoint": label, "server": name, "gunicorn": f"{workers} workers x {THREADS} threads",
                              "clients": CONNECTIONS, "req/s": f"{result['rps']:.0f}", "p50 ms": f"{result['p50']:.2f}",
-                             "p99 ms": f"{result['p99']:.2f}", "server CPU ms/req": f"{result['cpu_ms']:.3f}",
-                             "non-2xx": result["non2xx"]})
+                             "p99 ms": f"{result['p99']:.2f}", "server CPU ms/req": f"{result['cpu_ms']:.3f}"})
         new, old = list(bases)
         for endpoint in ("select1", "healthz", "generate"):
             pairs = list(zip(measured[new][endpoint], measured[old][endpoint]))
@@ -158,7 +117,7 @@ def run(workers: int = 2) -> list[dict]:
                          "req/s": f"{ratio:.2f}x (goal >= 0.90x)", "server CPU ms/req": f"{cpu:.2f}x"})
         ratio = statistics.median(g["rps"] / b["rps"] for b, g in zip(measured[new]["select1"], measured[new]["generate"]))
         rows.append({"endpoint": f"generate / bare, {new}", "req/s": f"{ratio:.2f}x (goal >= 0.5x)",
-                     "p99 ms": "goal < 50", "non-2xx": f"jobs={jobs} queue={queued} ledger violations={violations}"})
+                     "p99 ms": "goal < 50", "checks": f"jobs={jobs} queue={queued} ledger violations={violations}"})
     return rows
 
 

@@ -496,6 +496,10 @@ begin
     return 'ignored: not the customer''s current subscription';
   end if;
   perform app._queue_email(uid, 'payment_failed', 'payment_failed:' || coalesce(invoice ->> 'id', event_id));
+  perform app._emit_webhook(uid, 'payment.failed', 'payment.failed:' || coalesce(invoice ->> 'id', event_id),
+                            jsonb_build_object('invoice_id', invoice ->> 'id', 'amount_due', invoice -> 'amount_due',
+                                               'currency', invoice ->> 'currency',
+                                               'hosted_invoice_url', invoice ->> 'hosted_invoice_url'));
   return 'payment failure noted';
 end
 $$;

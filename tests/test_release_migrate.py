@@ -395,3 +395,21 @@ def test_a_concurrent_index_migration_runs_after_the_release_transaction(tmp_pat
             assert admin.execute("select i.indisvalid from pg_index i where i.indexrelid = "
                                  "'credit_ledger_rehearsal_idx'::regclass").fetchone()[0] is True
             assert migrate(dsn, environ={}, migrations_dir=migrations).outside_transaction == []
+
+
+def test_a_statement_that_runs_too_long_fails_the_release_and_changes_nothing(tmp_path):
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    latest = max(p.stem for p in MIGRATIONS_DIR.glob("*.sql") if not p.stem.endswith(".rollback"))
+    (migrations / "9003.slow_backfill.sql").write_text(
+        f"-- depends: {latest}\nalter table credit_ledger add column slow text;\nselect pg_sleep(5);\n")
+    (migrations / "9003.slow_backfill.rollback.sql").write_text("alter table credit_ledger drop column slow;\n")
+    with throwaway_database("sg_release_slow") as dsn:
+        migrate(dsn, environ={})
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            migrate(dsn, environ={"MIGRATE_STATEMENT_TIMEOUT": "0.5"}, migrations_dir=migrations)
+        assert time.monotonic() - started < 4
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            assert admin.execute("select count(*) from information_schema.columns where column_name = 'slow'"
+                                 ).fetchone()[0] == 0

@@ -25,6 +25,8 @@ STATUS_BY_SQLSTATE = {
 }
 # Seconds a client should wait when the database is unreachable.
 RETRY_AFTER_OUTAGE = 2
+# Seconds a throttled client should wait when the refusing function did not say.
+RETRY_AFTER_THROTTLED = "60"
 
 
 class ApiError(Exception):
@@ -69,6 +71,10 @@ def api_error_for(error: psycopg.Error) -> ApiError | None:
         return ApiError(403, "Not allowed.")
     extra = {"upgrade_url": "/pricing"} if status == 402 else {}
     headers = {"WWW-Authenticate": 'Bearer realm="story-genius"'} if status == 401 else {}
+    if status == 429:
+        # every 429 says when to come back: the function's DETAIL when it gave the seconds
+        wait = error.diag.message_detail or ""
+        headers["Retry-After"] = wait if wait.isascii() and wait.isdigit() else RETRY_AFTER_THROTTLED
     return ApiError(status, error.diag.message_primary or "Request refused.", headers, **extra)
 
 

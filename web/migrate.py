@@ -14,7 +14,9 @@ stop the service, so:
   row-security flags and triggers change only where they differ (sql/10_app.sql);
 - every lock is asked for with `lock_timeout` (MIGRATE_LOCK_TIMEOUT, 2 s): a long query
   holding a table makes the release's transaction give up and retry with backoff (for up
-  to MIGRATE_MAX_WAIT, 600 s) instead of queueing every request behind it;
+  to MIGRATE_MAX_WAIT, 600 s) instead of queueing every request behind it; and no statement
+  of the transaction runs longer than MIGRATE_STATEMENT_TIMEOUT (300 s) while it holds
+  what it locked;
 - a migration marked `-- transactional: false` (CREATE INDEX CONCURRENTLY, which cannot
   run in a transaction) runs on its own after that transaction commits, one statement at
   a time, with the same lock_timeout and retries. By convention it only creates or drops
@@ -51,6 +53,7 @@ ROLES_FILE = SQL_DIR / "00_roles.sql"
 _MIGRATE_LOCK_KEY = 0x5347_4D49  # "SGMI"
 DEFAULT_LOCK_TIMEOUT = 2.0
 DEFAULT_MAX_WAIT = 600.0
+DEFAULT_STATEMENT_TIMEOUT = 300.0
 T = TypeVar("T")
 
 
@@ -245,13 +248,16 @@ def _sync_webhook_secrets(conn: psycopg.Connection, environ) -> None:
 
 
 def _apply_release(backend, migrations, environ, sql_dir: Path, reapply: bool, lock_timeout: float,
-                   release: Release) -> None:
+                   statement_timeout: float, release: Release) -> None:
     """Pending transactional migrations, then the changed sql/ files and the settings from
-    the environment, in one transaction on the owner's connection."""
+    the environment, in one transaction on the owner's connection. A statement may run for
+    `statement_timeout` at most: whatever it has locked is locked for everyone meanwhile."""
     conn: psycopg.Connection = backend.connection
     backend.begin()
     try:
         conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
+        conn.execute(sql.SQL("set local statement_timeout = {}").format(
+            sql.Literal(f"{int(statement_timeout * 1000)}ms")))
         for migration in migrations:
             migration.process_steps(backend, "apply")  # a savepoint inside our transaction
             backend.log_migration(migration, "apply")
@@ -297,6 +303,7 @@ def migrate(dsn: str, environ=None, *, reapply_sql: bool = False, migrations_dir
     environ = os.environ if environ is None else environ
     lock_timeout = _setting(environ, "MIGRATE_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
     max_wait = _setting(environ, "MIGRATE_MAX_WAIT", DEFAULT_MAX_WAIT)
+    statement_timeout = _setting(environ, "MIGRATE_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
     release = Release()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (_MIGRATE_LOCK_KEY,))
@@ -312,7 +319,7 @@ def migrate(dsn: str, environ=None, *, reapply_sql: bool = False, migrations_dir
                 in_transaction = [m for m in pending if m.use_transactions]
                 outside = [m for m in pending if not m.use_transactions]
                 _with_lock_retries(lambda: _apply_release(backend, in_transaction, environ, sql_dir, reapply_sql,
-                                                          lock_timeout, release),
+                                                          lock_timeout, statement_timeout, release),
                                    release, max_wait, "release")
                 for migration in outside:
                     _with_lock_retries(lambda m=migration: _apply_outside_transaction(backend, m, lock_timeout),

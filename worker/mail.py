@@ -32,6 +32,7 @@ SUBJECTS = {
     "two_factor_enabled": "Two-factor sign-in is on for your Story Genius account",
     "two_factor_disabled": "Two-factor sign-in is off for your Story Genius account",
     "password_changed": "Your Story Genius password was changed",
+    "webhook_disabled": "A Story Genius webhook endpoint was turned off",
 }
 LINK_PATHS = {"verify": "/verify", "reset": "/reset"}
 

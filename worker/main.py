@@ -41,6 +41,7 @@ from .jobs import BadPayload, ClaimedJob, JobControl, LostClaim, job_id_from_pay
 from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
 from .script import writer_from_env
+from .webhooks import register_webhooks
 
 log = logging.getLogger("worker")
 
@@ -360,6 +361,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "a
             register_schedules(pgq, pool)
             register_mail(pgq, pool, MailSettings.from_env())
             register_billing(pgq, settings.dsn)
+            register_webhooks(pgq, pool)
         yield pgq
     finally:
         await pool.close()
