@@ -10,7 +10,8 @@
 -- What erasure removes, and what it keeps:
 --   removed   sessions (browser sessions, refresh families and tokens), API keys, trusted
 --             devices, two-factor secret, recovery codes, pending second-factor sign-ins,
---             emailed link tokens, mails queued or sent (their data can hold the name)
+--             emailed link tokens, mails queued or sent (their data can hold the name),
+--             webhook endpoints with their events, deliveries and attempt logs
 --   blanked   jobs: topic, options (a script of the user's own), output, error and note;
 --             unfinished jobs end as failed, unrefunded (the worker's claim then finds
 --             nothing to do); the web process deletes the video files and posters, and an
@@ -187,6 +188,11 @@ begin
   delete from public.api_keys k where k.user_id = uid;
   delete from public.email_tokens t where t.user_id = uid;
   delete from public.email_outbox o where o.user_id = uid;
+  -- the customer's own webhook endpoints (their URLs, secrets) and every event and delivery
+  -- for them; with no endpoint left, nothing is emitted for the account again
+  -- (app._emit_webhook), and a queued delivery finds nothing to send
+  delete from public.webhook_events w where w.user_id = uid;
+  delete from public.webhook_endpoints w where w.user_id = uid;
   update public.login_attempts a set email = tombstone, device_id = null
    where a.user_id = uid or lower(a.email) = lower(account.email);
   delete from public.trusted_devices d where d.user_id = uid;
@@ -298,7 +304,16 @@ as $$
                                     from public.login_attempts a, me where a.user_id = me.uid), '[]'),
     'emails', coalesce((select jsonb_agg(jsonb_build_object('kind', o.kind, 'created_at', o.created_at,
                                                             'sent_at', o.sent_at) order by o.created_at)
-                          from public.email_outbox o, me where o.user_id = me.uid), '[]'))
+                          from public.email_outbox o, me where o.user_id = me.uid), '[]'),
+    'webhook_endpoints', coalesce((select jsonb_agg(jsonb_build_object('id', w.id, 'url', w.url,
+                                                                       'description', w.description,
+                                                                       'event_types', w.event_types,
+                                                                       'created_at', w.created_at,
+                                                                       'disabled_at', w.disabled_at)
+                                                    order by w.created_at, w.id)
+                                     from public.webhook_endpoints w, me where w.user_id = me.uid), '[]'),
+    'webhook_events', coalesce((select jsonb_agg(w.body order by w.created_at, w.id)
+                                  from public.webhook_events w, me where w.user_id = me.uid), '[]'))
 $$;
 grant execute on function app.export_my_account() to sg_app;
 

@@ -128,6 +128,10 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     api_key = key.get_json()["key"]
     browser = client_with_own_ip(env.app)
     assert log_in(browser, user.email).status_code == 302
+    # a webhook endpoint of theirs (its address names them), subscribed to plan changes
+    admin.execute("insert into webhook_endpoints (user_id, url, event_types, secret) values "
+                  "(%s, %s, '{subscription.updated,render.completed}', 'whsec_customer')",
+                  (user.id, f"https://hooks.example.org/{user.name.replace(' ', '-')}"))
     subscription_id = admin.execute("select stripe_subscription_id from subscriptions where user_id = %s",
                                     (user.id,)).fetchone()["stripe_subscription_id"]
     customer_id = admin.execute("select stripe_customer_id from subscriptions where user_id = %s",
@@ -168,6 +172,9 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     assert [e for e in events if e["processed_at"] is None or e["error"]] == []
     assert admin.execute("select status from subscriptions where user_id = %s", (user.id,)).fetchone()["status"] \
         == "canceled"
+    # the endpoint and its events went, and the cancellation sent the ex-customer nothing
+    for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts"):
+        assert admin.execute(f"select count(*) as n from {table} where user_id = %s", (user.id,)).fetchone()["n"] == 0
 
     # the videos and posters are gone, and the jobs no longer say what they were about
     assert [p.name for p in media_root.iterdir() if p.stem in videos] == []
@@ -288,6 +295,7 @@ def test_export_has_everything_and_no_secrets(env, media_root):
     assert len(data["sessions"]) >= 1 and all(s["kind"] in ("api", "browser") for s in data["sessions"])
     assert data["two_factor"]["enabled"] and data["two_factor"]["recovery_codes_left"] == 10
     assert data["sign_in_attempts"] and data["emails"]
+    assert data["webhook_endpoints"] == [] and data["webhook_events"] == []
 
     # no secret and no hash of one, in any encoding the database holds it
     text = response.get_data(as_text=True)

@@ -401,6 +401,10 @@ EXPORT_EXAMPLE = {
     "two_factor": None,
     "sign_in_attempts": [{"kind": "signup", "client_ip": "203.0.113.7", "attempted_at": NOW}],
     "emails": [{"kind": "verify", "created_at": NOW, "sent_at": NOW}],
+    "webhook_endpoints": [{"id": ENDPOINT_ID, "url": "https://hooks.example.org/storygenius",
+                           "description": "CMS import", "event_types": ["render.completed"], "created_at": NOW,
+                           "disabled_at": None}],
+    "webhook_events": [EVENT_EXAMPLE],
 }
 ROWS = {"type": "array", "items": {"type": "object"}}
 SCHEMAS.update({
@@ -417,7 +421,7 @@ SCHEMAS.update({
         obj(list(EXPORT_EXAMPLE), exported_at=DATETIME, profile={"type": "object"},
             subscription={"type": ["object", "null"]}, credit_ledger=ROWS, usage=ROWS, jobs=ROWS, api_keys=ROWS,
             sessions=ROWS, trusted_devices=ROWS, two_factor={"type": ["object", "null"]}, sign_in_attempts=ROWS,
-            emails=ROWS)),
+            emails=ROWS, webhook_endpoints=ROWS, webhook_events=ROWS)),
 })
 
 ERROR_TEXT = {
