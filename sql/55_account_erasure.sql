@@ -11,8 +11,9 @@
 --   removed   sessions (browser sessions, refresh families and tokens), API keys, trusted
 --             devices, two-factor secret, recovery codes, pending second-factor sign-ins,
 --             emailed link tokens, mails queued or sent (their data can hold the name),
---             webhook endpoints with their events, deliveries and attempt logs
---   blanked   jobs: topic, options (a script of the user's own), output, error and note;
+--             webhook endpoints with their events, deliveries and attempt logs, the brand
+--             (logo and colours)
+--   blanked   jobs: topic, title, options (a script of the user's own), output, error, note;
 --             unfinished jobs end as failed, unrefunded (the worker's claim then finds
 --             nothing to do); the web process deletes the video files and posters, and an
 --             `erase_media` queue entry due in 30 minutes has the worker delete those of
@@ -193,6 +194,7 @@ begin
   -- (app._emit_webhook), and a queued delivery finds nothing to send
   delete from public.webhook_events w where w.user_id = uid;
   delete from public.webhook_endpoints w where w.user_id = uid;
+  delete from public.brands b where b.user_id = uid;
   update public.login_attempts a set email = tombstone, device_id = null
    where a.user_id = uid or lower(a.email) = lower(account.email);
   delete from public.trusted_devices d where d.user_id = uid;
@@ -208,7 +210,7 @@ begin
   end if;
 
   update public.jobs j
-     set topic = '[erased]', options = '{}', output_url = null, note = null,
+     set topic = '[erased]', title = null, options = '{}', output_url = null, note = null,
          status = case when j.status in ('queued', 'processing') then 'failed' else j.status end,
          error_message = case when j.status in ('queued', 'processing') then 'Account deleted.' end,
          finished_at = coalesce(j.finished_at, now())
@@ -273,6 +275,7 @@ as $$
                                         order by g.created_at, g.id)
                          from public.usage_logs g, me where g.user_id = me.uid), '[]'),
     'jobs', coalesce((select jsonb_agg(jsonb_build_object('id', j.id, 'platform', j.platform, 'topic', j.topic,
+                                                          'title', j.title, 'deleted_at', j.deleted_at,
                                                           'options', j.options, 'status', j.status,
                                                           'output_url', j.output_url, 'error', j.error_message,
                                                           'note', j.note, 'tier', j.tier_at_creation,
@@ -313,7 +316,10 @@ as $$
                                                     order by w.created_at, w.id)
                                      from public.webhook_endpoints w, me where w.user_id = me.uid), '[]'),
     'webhook_events', coalesce((select jsonb_agg(w.body order by w.created_at, w.id)
-                                  from public.webhook_events w, me where w.user_id = me.uid), '[]'))
+                                  from public.webhook_events w, me where w.user_id = me.uid), '[]'),
+    'brand', (select jsonb_build_object('primary_colour', b.primary_colour, 'accent_colour', b.accent_colour,
+                                        'has_logo', b.logo_png is not null, 'updated_at', b.updated_at)
+                from public.brands b, me where b.user_id = me.uid))
 $$;
 grant execute on function app.export_my_account() to sg_app;
 

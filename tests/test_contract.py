@@ -148,8 +148,9 @@ def test_every_schema_has_a_description_and_an_example_that_validates(client):
             assert not list(validator.iter_errors(example)), (name, example)
     # the media-type examples too: what a client sees for each answer and body
     for path, method, op in operations(spec):
-        media = [op["requestBody"]["content"]["application/json"]] if "requestBody" in op else []
-        media += [r["content"]["application/json"] for r in op["responses"].values() if "content" in r]
+        media = list(op["requestBody"]["content"].values()) if "requestBody" in op else []
+        media += [r["content"]["application/json"] for r in op["responses"].values()
+                  if "application/json" in r.get("content", {})]
         for item in media:
             validator = Draft202012Validator({**spec, **item["schema"]})
             assert not list(validator.iter_errors(item["example"])), (path, method, item["example"])

@@ -202,7 +202,7 @@ def test_a_release_waits_for_a_long_read_without_holding_up_anyone(app, database
     assert "nothing changed, no lock taken" in result.stdout and "lock not available" not in result.stderr
     assert elapsed < 10, elapsed  # a Python start-up, and no wait
     assert {status for status, _ in generates} == {202}
-    assert max(seconds for _, seconds in generates) < LOCK_TIMEOUT
+    assert max(seconds for _, seconds in generates) < LOCK_TIMEOUT + SLACK
 
 
 def test_a_release_that_cannot_get_its_lock_in_time_changes_nothing(tmp_path):

@@ -337,27 +337,29 @@ def test_long_and_unbreakable_topics_still_fit(media_root):
     assert decode_errors(result.path) == ""
 
 
-def test_doubling_the_frame_rate_repeats_each_picture_exactly(tmp_path, media_root):
-    """x264's 15 pictures a second, each followed by a skip frame, decode to every picture
-    twice, bit for bit the pictures of the stream before doubling."""
+@pytest.mark.parametrize("copies", [2, 3])
+def test_repeating_pictures_shows_each_picture_exactly_n_times(tmp_path, media_root, copies):
+    """x264's pictures, each followed by copies - 1 skip frames, decode to every picture
+    `copies` times, bit for bit the pictures of the stream before repeating."""
     width, height = 192, 336
     x264 = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "20", "-pix_fmt", "yuv420p", "-g", "20",
             "-x264-params", "bframes=0:ref=1"]
-    source = h264.run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r=15", "-vf",
+    source = h264.run_ffmpeg(["-f", "lavfi", "-i", f"testsrc2=s={width}x{height}:r={30 // copies}", "-vf",
                               "settb=1/30,setpts=N,setsar=1", "-r", "30", "-frames:v", "45", *x264, "-f", "h264", "pipe:1"])
     template = h264.skip_template(width, height, x264, media_root / ".cache")
-    doubled = h264.double_frame_rate(source, template)
-    assert doubled is not None
+    repeated = h264.repeat_pictures(source, template, copies)
+    assert repeated is not None
+    assert copies != 2 or repeated == h264.double_frame_rate(source, template)
     frames = []
-    for name, stream in (("source", source), ("doubled", doubled)):
+    for name, stream in (("source", source), ("repeated", repeated)):
         (tmp_path / f"{name}.h264").write_bytes(stream)
         frames.append(np.frombuffer(h264.run_ffmpeg(["-f", "h264", "-i", str(tmp_path / f"{name}.h264"), "-f",
                                                      "rawvideo", "-pix_fmt", "gray", "pipe:1"]), np.uint8)
                       .reshape(-1, height, width))
-    assert len(frames[0]) == 45 and len(frames[1]) == 90
-    assert (frames[1][0::2] == frames[0]).all() and (frames[1][1::2] == frames[0]).all()
-    (tmp_path / "doubled.h264").write_bytes(doubled)
-    assert subprocess.run([FFMPEG, "-v", "error", "-f", "h264", "-i", str(tmp_path / "doubled.h264"), "-f", "null",
+    assert len(frames[0]) == 45 and len(frames[1]) == 45 * copies
+    for copy in range(copies):
+        assert (frames[1][copy::copies] == frames[0]).all()
+    assert subprocess.run([FFMPEG, "-v", "error", "-f", "h264", "-i", str(tmp_path / "repeated.h264"), "-f", "null",
                            "-"], capture_output=True, text=True).stderr == ""
 
 

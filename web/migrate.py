@@ -18,10 +18,12 @@ stop the service, so:
   of the transaction runs longer than MIGRATE_STATEMENT_TIMEOUT (300 s) while it holds
   what it locked;
 - a migration marked `-- transactional: false` (CREATE INDEX CONCURRENTLY, which cannot
-  run in a transaction) runs on its own after that transaction commits, one statement at
-  a time, with the same lock_timeout and retries. By convention it only creates or drops
-  indexes, and starts with `drop index concurrently if exists` so a retry after a failed
-  build (which leaves an invalid index) starts clean.
+  run in a transaction; or changes each committed on its own so no lock is held for long)
+  runs one statement at a time with the same lock_timeout and retries: where it stands
+  among the pending migrations, or, when it only builds indexes and comes last, after the
+  release's transaction has committed (`_release_plan`). An index migration starts with
+  `drop index concurrently if exists`, so a retry after a failed build (which leaves an
+  invalid index) starts clean.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +40,7 @@ from urllib.parse import quote, urlencode
 
 import click
 import psycopg
+import sqlparse
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from psycopg import sql
@@ -248,10 +252,11 @@ def _sync_webhook_secrets(conn: psycopg.Connection, environ) -> None:
 
 
 def _apply_release(backend, migrations, environ, sql_dir: Path, reapply: bool, lock_timeout: float,
-                   statement_timeout: float, release: Release) -> None:
-    """Pending transactional migrations, then the changed sql/ files and the settings from
-    the environment, in one transaction on the owner's connection. A statement may run for
-    `statement_timeout` at most: whatever it has locked is locked for everyone meanwhile."""
+                   statement_timeout: float, release: Release, with_sql_layer: bool = True) -> None:
+    """Transactional migrations, then (`with_sql_layer`) the changed sql/ files and the
+    settings from the environment, in one transaction on the owner's connection. A
+    statement may run for `statement_timeout` at most: whatever it has locked is locked for
+    everyone meanwhile."""
     conn: psycopg.Connection = backend.connection
     backend.begin()
     try:
@@ -262,15 +267,17 @@ def _apply_release(backend, migrations, environ, sql_dir: Path, reapply: bool, l
             migration.process_steps(backend, "apply")  # a savepoint inside our transaction
             backend.log_migration(migration, "apply")
             backend.mark_one(migration, log=False)
-        sql_files = _apply_sql_layer(conn, sql_dir, reapply)
-        _sync_stripe_prices(conn, environ)
-        _sync_webhook_secrets(conn, environ)
+        sql_files = []
+        if with_sql_layer:
+            sql_files = _apply_sql_layer(conn, sql_dir, reapply)
+            _sync_stripe_prices(conn, environ)
+            _sync_webhook_secrets(conn, environ)
         backend.commit()
     except BaseException:
         backend.rollback()
         raise
-    release.migrations = [m.id for m in migrations]
-    release.sql_files = sql_files
+    release.migrations += [m.id for m in migrations]
+    release.sql_files += sql_files
 
 
 def _apply_outside_transaction(backend, migration, lock_timeout: float) -> None:
@@ -284,6 +291,49 @@ def _apply_outside_transaction(backend, migration, lock_timeout: float) -> None:
     with backend.transaction():
         backend.log_migration(migration, "apply")
         backend.mark_one(migration, log=False)
+
+
+_INDEX_STATEMENT = re.compile(r"^\s*(create\s+(unique\s+)?index|drop\s+index)\b", re.IGNORECASE)
+
+
+def _builds_indexes_only(migration) -> bool:
+    """Whether every statement of a migration creates or drops an index (nothing the sql/
+    layer could depend on)."""
+    path = Path(migration.path)
+    if path.suffix != ".sql":
+        return False
+    statements = [sqlparse.format(statement, strip_comments=True).strip()
+                  for statement in sqlparse.split(path.read_text())]
+    statements = [statement for statement in statements if statement]
+    return bool(statements) and all(_INDEX_STATEMENT.match(statement) for statement in statements)
+
+
+def _release_plan(pending: list) -> tuple[list[tuple[str, list]], list]:
+    """The order to apply pending migrations in: ([(kind, migrations)], run after).
+
+    Consecutive transactional migrations share a transaction; a `transactional: false` one
+    runs on its own where it stands (later migrations may need what it adds). The sql/ layer
+    joins the last transaction ("release") when it is the last pending step, so the common
+    release (transactional migrations, then functions that use them) is one transaction;
+    index-only `transactional: false` migrations at the end run after it commits (the sql/
+    layer never needs an index to exist); otherwise the sql/ layer comes last, on its own."""
+    after: list = []
+    rest = list(pending)
+    while rest and not rest[-1].use_transactions and _builds_indexes_only(rest[-1]):
+        after.insert(0, rest.pop())
+    steps: list[tuple[str, list]] = []
+    for migration in rest:
+        if not migration.use_transactions:
+            steps.append(("outside", [migration]))
+        elif steps and steps[-1][0] == "transaction":
+            steps[-1][1].append(migration)
+        else:
+            steps.append(("transaction", [migration]))
+    if steps and steps[-1][0] == "transaction":
+        steps[-1] = ("release", steps[-1][1])
+    else:
+        steps.append(("release", []))
+    return steps, after
 
 
 def _setting(environ, name: str, default: float) -> float:
@@ -316,12 +366,17 @@ def migrate(dsn: str, environ=None, *, reapply_sql: bool = False, migrations_dir
                 pending = list(backend.to_apply(read_migrations(str(migrations_dir))))
                 for migration in pending:
                     migration.load()
-                in_transaction = [m for m in pending if m.use_transactions]
-                outside = [m for m in pending if not m.use_transactions]
-                _with_lock_retries(lambda: _apply_release(backend, in_transaction, environ, sql_dir, reapply_sql,
-                                                          lock_timeout, statement_timeout, release),
-                                   release, max_wait, "release")
-                for migration in outside:
+                steps, after = _release_plan(pending)
+                for kind, migrations in steps:
+                    if kind == "outside":
+                        _with_lock_retries(lambda m=migrations[0]: _apply_outside_transaction(backend, m, lock_timeout),
+                                           release, max_wait, migrations[0].id)
+                        release.outside_transaction.append(migrations[0].id)
+                    else:
+                        _with_lock_retries(lambda ms=migrations, last=kind == "release": _apply_release(
+                            backend, ms, environ, sql_dir, reapply_sql, lock_timeout, statement_timeout, release,
+                            with_sql_layer=last), release, max_wait, "release")
+                for migration in after:
                     _with_lock_retries(lambda m=migration: _apply_outside_transaction(backend, m, lock_timeout),
                                        release, max_wait, migration.id)
                     release.outside_transaction.append(migration.id)

@@ -55,11 +55,15 @@ TOKEN_PAIR_EXAMPLE = {"access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJz
                       "token_type": "bearer", "expires_in": 86400, "user": USER_EXAMPLE}
 DEVICE_TOKEN = "dv_5Jx0f3Qm9tLr2WcA7yKpN1sE"
 FEATURES_EXAMPLE = {"width": 2160, "height": 3840, "watermark": False, "api_keys": True, "queue_priority": 10,
-                    "highlights": ["100 videos a month", "4K, no watermark", "API access", "Priority rendering"]}
+                    "closing_card": False, "branding": True, "white_label": False,
+                    "highlights": ["100 videos a month", "4K vertical video, no watermark",
+                                   "Your logo and brand colours on every video", "API access",
+                                   "Priority rendering"]}
 KEY_EXAMPLE = {"id": KEY_ID, "name": "CI pipeline", "prefix": "sk_live_3kTq", "created_at": NOW,
                "last_used": None}
 JOB_EXAMPLE = {"job_id": JOB_ID, "status": "completed", "progress": 100,
-               "video_url": f"/media/{JOB_ID}.mp4", "error": None, "note": None, "voice": "en_US-joe-medium",
+               "video_url": f"/media/{JOB_ID}.mp4", "poster_url": f"/media/{JOB_ID}.jpg",
+               "title": "Three hearts, one octopus", "error": None, "note": None, "voice": "en_US-joe-medium",
                "platform": "youtube_shorts", "topic": "Why octopuses have three hearts", "duration_seconds": 20,
                "created_at": NOW, "finished_at": LATER}
 
@@ -149,10 +153,14 @@ SCHEMAS = {
             new_password={"type": "string", "minLength": 8, "maxLength": 128})),
     "PlanFeatures": described(
         "What a plan's videos and account can do.", FEATURES_EXAMPLE,
-        {**obj(["width", "height", "watermark", "api_keys", "queue_priority", "highlights"],
+        {**obj(["width", "height", "watermark", "api_keys", "queue_priority", "closing_card", "branding",
+                "white_label", "highlights"],
                width={"type": "integer", "minimum": 1, "description": "video width in pixels"},
                height={"type": "integer", "minimum": 1, "description": "video height in pixels"},
                watermark={"type": "boolean", "description": "videos carry the Story Genius mark"},
+               closing_card={"type": "boolean", "description": "videos end on the Story Genius closing card"},
+               branding={"type": "boolean", "description": "videos carry your logo and colours (/v1/branding)"},
+               white_label={"type": "boolean", "description": "no Story Genius name in your videos"},
                api_keys={"type": "boolean", "description": "the plan may create API keys"},
                queue_priority={"type": "integer", "minimum": 0,
                                "description": "higher renders first when the queue is busy"},
@@ -268,8 +276,15 @@ SCHEMAS = {
             error=NULLABLE_STRING, note={**NULLABLE_STRING, "description": "what the video could not do "
                                          "(e.g. no voice for its language)"},
             voice=NULLABLE_STRING, platform={"enum": PLATFORMS}, topic=STRING,
+            title={**NULLABLE_STRING, "description": "your name for the video (renameJob); null shows the topic"},
+            poster_url={**NULLABLE_STRING, "description": "a frame of the finished video (JPEG)"},
             duration_seconds={"type": "integer"}, created_at=DATETIME,
             finished_at={"type": ["string", "null"], "format": "date-time"})),
+    "JobRename": described(
+        "A new name for a video: one line, used in lists and as the download's file name.",
+        {"title": "Three hearts, one octopus"},
+        obj(["title"], title={**TEXT, "minLength": 1, "maxLength": 200,
+                              "description": "one line; surrounding spaces are trimmed"})),
     "JobList": described(
         "A page of your jobs, newest first.", {"jobs": [JOB_EXAMPLE], "next_before": None},
         obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},
@@ -392,7 +407,8 @@ EXPORT_EXAMPLE = {
                       {"delta": -1, "reason": "render", "job_id": JOB_ID, "note": None, "created_at": LATER}],
     "usage": [{"action": "render", "credits": 1, "job_id": JOB_ID, "created_at": LATER}],
     "jobs": [{"id": JOB_ID, "platform": "youtube_shorts", "topic": "Why octopuses have three hearts",
-              "options": {"duration_seconds": 20}, "status": "completed", "output_url": f"/media/{JOB_ID}.mp4",
+              "title": None, "deleted_at": None, "options": {"duration_seconds": 20}, "status": "completed",
+              "output_url": f"/media/{JOB_ID}.mp4",
               "error": None, "note": None, "tier": "pro", "created_at": NOW, "finished_at": LATER}],
     "api_keys": [{"id": KEY_ID, "name": "CI pipeline", "prefix": "sk_live_3kTq", "created_at": NOW,
                   "last_used_at": None, "revoked_at": None}],
@@ -405,6 +421,7 @@ EXPORT_EXAMPLE = {
                            "description": "CMS import", "event_types": ["render.completed"], "created_at": NOW,
                            "disabled_at": None}],
     "webhook_events": [EVENT_EXAMPLE],
+    "brand": {"primary_colour": "#1d1b26", "accent_colour": "#6d3df5", "has_logo": True, "updated_at": NOW},
 }
 ROWS = {"type": "array", "items": {"type": "object"}}
 SCHEMAS.update({
@@ -421,7 +438,7 @@ SCHEMAS.update({
         obj(list(EXPORT_EXAMPLE), exported_at=DATETIME, profile={"type": "object"},
             subscription={"type": ["object", "null"]}, credit_ledger=ROWS, usage=ROWS, jobs=ROWS, api_keys=ROWS,
             sessions=ROWS, trusted_devices=ROWS, two_factor={"type": ["object", "null"]}, sign_in_attempts=ROWS,
-            emails=ROWS, webhook_endpoints=ROWS, webhook_events=ROWS)),
+            emails=ROWS, webhook_endpoints=ROWS, webhook_events=ROWS, brand={"type": ["object", "null"]})),
 })
 
 ERROR_TEXT = {
@@ -633,10 +650,20 @@ PATHS = {
         query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "page size", 20),
         query("before", UUID, "id of the last job of the previous page", JOB_ID)], tag="videos",
         description="A page of your jobs; pass `next_before` as `before` for the next one.")},
-    "/v1/jobs/{job_id}": {"get": operation(
-        "One of your jobs", 200, ref("Job"), [404], op_id="getJob",
-        params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
-        description="A job's status and progress; once completed, its video URL. 404 for another user's job.")},
+    "/v1/jobs/{job_id}": {
+        "get": operation(
+            "One of your jobs", 200, ref("Job"), [404], op_id="getJob",
+            params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
+            description="A job's status and progress; once completed, its video URL. 404 for another user's job."),
+        "patch": operation(
+            "Rename a video", 200, ref("Job"), [404], op_id="renameJob", body="JobRename",
+            params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
+            description="The title replaces the topic in lists and download names."),
+        "delete": operation(
+            "Delete a finished video", 204, None, [404, 409], op_id="deleteJob",
+            params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
+            description="Removes the video and its poster; the credit it cost stays spent. 409 while it renders."),
+    },
     "/v1/user/credits": {"get": operation("Plan and balance", 200, ref("Credits"), [], op_id="getCredits",
                                           tag="account",
                                           description="Your plan, this period's credits and when they renew.")},
@@ -686,6 +713,64 @@ PATHS = {
                                                          "example": example_of(ref("StripeEvent"))}}},
     }},
 }
+
+# -- custom branding (Pro and Agency; web/api/branding.py) ----------------------------
+TAGS.append({"name": "branding", "description": "Your logo and colours on every video (Pro and Agency); "
+                                                "Agency videos also leave the Story Genius name out."})
+COLOUR_FIELD = {"type": "string", "maxLength": 7, "pattern": "^(#[0-9a-fA-F]{6})?$"}
+BRANDING_EXAMPLE = {"available": True, "white_label": False, "has_logo": True, "logo_url": "/v1/branding/logo",
+                    "logo_bytes": 18342, "primary_colour": "#10785a", "accent_colour": "#ff7828",
+                    "updated_at": NOW}
+SCHEMAS["Branding"] = described(
+    "Your branding as stored, and what your plan does with it.", BRANDING_EXAMPLE,
+    obj(["available", "white_label", "has_logo", "logo_url", "logo_bytes", "primary_colour", "accent_colour",
+         "updated_at"],
+        available={"type": "boolean", "description": "your plan draws your branding on your videos"},
+        white_label={"type": "boolean", "description": "your plan leaves the Story Genius name out of your videos"},
+        has_logo={"type": "boolean"}, logo_url=NULLABLE_STRING,
+        logo_bytes={"type": ["integer", "null"], "description": "size of the stored (re-encoded) PNG"},
+        primary_colour={"type": ["string", "null"], "pattern": "^#[0-9a-f]{6}$",
+                        "description": "the scenes' background tint; null: the default palettes"},
+        accent_colour={"type": ["string", "null"], "pattern": "^#[0-9a-f]{6}$",
+                       "description": "the highlighted caption word; null: yellow"},
+        updated_at={"type": ["string", "null"], "format": "date-time"}))
+SCHEMAS["BrandingUpload"] = described(
+    "A logo and colours, as multipart/form-data. Colours replace the stored ones (empty or omitted: the "
+    "defaults); the stored logo stays unless a new one is sent or `remove_logo` is true.",
+    {"primary_colour": "#10785a", "accent_colour": "#ff7828"},
+    {"type": "object", "minProperties": 1, "properties": {
+        "logo": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP (not SVG), at most 1 MB "
+                 "and 4096×4096 pixels; re-encoded as PNG"},
+        "primary_colour": {**COLOUR_FIELD, "description": "#rrggbb: the scenes' background tint"},
+        "accent_colour": {**COLOUR_FIELD, "description": "#rrggbb: the highlighted caption word"},
+        "remove_logo": {"enum": ["true", "false"], "description": "true removes the stored logo"},
+    }})
+_put_branding = operation(
+    "Set your logo and colours (Pro and Agency)", 200, ref("Branding"), [], op_id="setBranding", tag="branding",
+    description="Stores a logo and colours for every video you make from now on. The logo is decoded safely and "
+                "stored re-encoded as PNG; an SVG, a decompression bomb, a file with data after the image or one "
+                "whose type does not match its bytes is a 422 that changes nothing. 403 on plans without custom "
+                "branding; 413 over 1 MB.")
+_put_branding["responses"]["413"] = error_response(413)
+_put_branding["requestBody"] = {"required": True, "description": SCHEMAS["BrandingUpload"]["description"],
+                                "content": {"multipart/form-data": {
+                                    "schema": ref("BrandingUpload"),
+                                    "example": example_of(ref("BrandingUpload"))}}}
+_logo = operation("Your logo as stored (PNG)", 200, None, [404], op_id="getBrandingLogo", tag="branding",
+                  description="The stored logo: the re-encoded PNG every video draws. 404 when there is none.")
+_logo["responses"]["200"] = {**_logo["responses"]["200"],
+                             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+PATHS["/v1/branding"] = {
+    "get": operation("Your branding, and whether your plan draws it", 200, ref("Branding"), [],
+                     op_id="getBranding", tag="branding",
+                     description="Your logo and colours as stored (on any plan), and whether your plan puts them "
+                                 "on your videos (`available`) and leaves our name out (`white_label`)."),
+    "put": _put_branding,
+    "delete": operation("Remove your branding", 204, None, [], op_id="deleteBranding", tag="branding",
+                        description="Forgets your logo and colours (allowed on every plan); later videos use "
+                                    "the defaults."),
+}
+PATHS["/v1/branding/logo"] = {"get": _logo}
 
 ENDPOINT_PARAM = path_id("endpoint_id", "the endpoint's id", ENDPOINT_ID)
 DELIVERY_PARAM = path_id("delivery_id", "the delivery's id", DELIVERY_ID)
@@ -790,4 +875,6 @@ def openapi_json():
 
 @docs.get("/docs")
 def api_docs():
-    return render_template("docs.html", spec=served_document())
+    from .api_docs import page_context
+
+    return render_template("docs.html", **page_context(served_document()))

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
-MAX_LOGO_BYTES = 2 * 1024 * 1024
+# under the web's 1 MiB request limit, with room for the form around it
+MAX_LOGO_BYTES = 1000 * 1000
 MAX_LOGO_PIXELS = 4096 * 4096
 MAX_LOGO_SIDE = 4096
 # logos are stored no larger than this (drawn at most ~900 px wide even at 4K)
@@ -55,7 +56,7 @@ def clean_logo(data: bytes, declared_type: str | None = None) -> bytes:
     if not data:
         raise LogoRejected("The logo file is empty.")
     if len(data) > MAX_LOGO_BYTES:
-        raise LogoRejected(f"The logo must be at most {MAX_LOGO_BYTES // (1024 * 1024)} MB.")
+        raise LogoRejected(f"The logo must be at most {MAX_LOGO_BYTES // (1000 * 1000)} MB.")
     kind = next((name for name, matches in _SIGNATURES.items() if matches(data[:16])), None)
     if kind is None:
         raise LogoRejected("The logo must be a PNG, JPEG or WebP image (SVG and other formats are not accepted).")

@@ -1,4 +1,4 @@
-"""ffmpeg plumbing, and H.264 at 30 frames a second for the price of 15.
+"""ffmpeg plumbing, and H.264 at 30 frames a second for the price of 15 (or 10).
 
 A short's motion is slow (a background panning a few pixels a frame, captions that
 change a few times a second), so the composition is drawn and encoded at 15 pictures a
@@ -200,9 +200,12 @@ def skip_template(width: int, height: int, x264: list[str], cache_dir: Path) -> 
         return template
 
 
-def double_frame_rate(stream: bytes, template: SkipTemplate) -> bytes | None:
-    """Each picture of an Annex B stream followed by a skip frame that repeats it, every
-    slice renumbered; None when the stream's parameter sets are not the template's."""
+def repeat_pictures(stream: bytes, template: SkipTemplate, copies: int = 2) -> bytes | None:
+    """Each picture of an Annex B stream followed by `copies - 1` skip frames that repeat
+    it, every slice renumbered; None when the stream's parameter sets are not the
+    template's."""
+    if copies < 1:
+        raise ValueError("copies must be at least 1")
     units = split_nal_units(stream)
     sps = {u for u in units if nal_type(u) == NAL_SPS}
     pps = {u for u in units if nal_type(u) == NAL_PPS}
@@ -221,6 +224,12 @@ def double_frame_rate(stream: bytes, template: SkipTemplate) -> bytes | None:
         if kind == NAL_IDR:
             frame_num = 0
         out.append(START + renumber(unit, fmt, frame_num))
-        out.append(START + renumber(template.skip, fmt, frame_num + 1))
-        frame_num += 2
+        for copy in range(1, copies):
+            out.append(START + renumber(template.skip, fmt, frame_num + copy))
+        frame_num += copies
     return b"".join(out)
+
+
+def double_frame_rate(stream: bytes, template: SkipTemplate) -> bytes | None:
+    """Each picture shown twice (repeat_pictures with two copies)."""
+    return repeat_pictures(stream, template, 2)

@@ -56,6 +56,13 @@ class ClaimedJob:
     width: int
     height: int
     watermark: bool
+    # what else the plan at the job's creation buys (app.claim_render): the free plan's
+    # closing card, white-label, and the customer's branding (when the plan sells it)
+    closing_card: bool | None = None
+    white_label: bool = False
+    logo_png: bytes | None = None
+    primary_colour: str | None = None
+    accent_colour: str | None = None
 
 
 class JobControl:
@@ -77,7 +84,7 @@ class JobControl:
     async def claim(self, job_id: UUID) -> ClaimedJob | None:
         """A new claim on the job (superseding any earlier one); None when it is unknown
         or already finished."""
-        row = await self._call("select * from app.claim_job(%s)", (job_id,))
+        row = await self._call("select * from app.claim_render(%s)", (job_id,))
         return ClaimedJob(**row) if row else None
 
     async def progress(self, job: ClaimedJob, percent: int) -> None:

@@ -37,9 +37,11 @@ from web.config import from_env
 
 from . import render
 from .billing import register_billing
+from .branding import Brand, parse_colour
 from .jobs import BadPayload, ClaimedJob, JobControl, LostClaim, job_id_from_payload
 from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
+from .sample import ensure_sample
 from .script import writer_from_env
 from .webhooks import register_webhooks
 
@@ -79,6 +81,16 @@ def output_path(media_root: Path, job_id) -> Path:
     return media_root / f"{job_id}.mp4"
 
 
+def render_spec(job: ClaimedJob) -> RenderSpec:
+    """What the job's plan buys, as the renderer takes it."""
+    brand = None
+    if job.logo_png or job.primary_colour or job.accent_colour:
+        brand = Brand(logo_png=job.logo_png and bytes(job.logo_png), primary=parse_colour(job.primary_colour),
+                      accent=parse_colour(job.accent_colour))
+    return RenderSpec(job.width, job.height, job.watermark, closing_card=job.closing_card, brand=brand,
+                      white_label=job.white_label)
+
+
 async def render_job(control: JobControl, settings: WorkerSettings, job: ClaimedJob) -> str:
     """Render a claimed job in a thread (the event loop keeps heartbeating), reporting
     progress as it goes; returns the video's URL path."""
@@ -89,7 +101,7 @@ async def render_job(control: JobControl, settings: WorkerSettings, job: Claimed
 
     options = job.options or {}
     duration = int(options.get("duration_seconds", 20))
-    spec = RenderSpec(job.width, job.height, job.watermark)
+    spec = render_spec(job)
     rendered = await asyncio.to_thread(settings.renderer, job.topic, job.platform, duration, spec,
                                        output_path(settings.media_root, job.id), progress,
                                        settings.media_root / ".cache", seed=job.id.int, voice=options.get("voice"),
@@ -312,13 +324,18 @@ def _newest_mtime(path: Path) -> float:
     return newest
 
 
-def _warm_templates(cache_dir: Path) -> None:
+def _warm_templates(cache_dir: Path, sample_media_root: Path | None = None) -> None:
     """Build each plan size's skip frame and load the narration voice in the background,
-    so no user waits for them."""
+    so no user waits for them; then the landing page's sample video if it is missing."""
     try:
         render.warm_up([size for size in PLAN_SIZES], cache_dir)
     except Exception:  # noqa: BLE001 - a render builds what it needs on demand anyway
         log.exception("could not warm up the renderer")
+    if sample_media_root is not None:
+        try:
+            ensure_sample(sample_media_root, cache_dir)
+        except Exception:  # noqa: BLE001 - the landing page shows its poster-less version meanwhile
+            log.exception("could not render the landing page's sample video")
 
 
 def _asyncpg_params(dsn: str) -> dict:
@@ -347,7 +364,10 @@ async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "a
     if lane != "light":
         for path in remove_stale_scratch(settings.media_root):
             log.info("removed stale render scratch %s", path)
-        threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache",), daemon=True).start()
+        # the sample comes from the real renderer only (tests that stub it render none)
+        sample_root = settings.media_root if settings.renderer is render_short else None
+        threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache", sample_root),
+                         daemon=True).start()
     queue_conn = await asyncpg.connect(**_asyncpg_params(settings.dsn))
     pool = AsyncConnectionPool(settings.dsn, min_size=1, max_size=int(os.environ.get("WORKER_POOL_MAX", "4")),
                                kwargs={"autocommit": True}, open=False)

@@ -18,6 +18,7 @@ import json
 import math
 import re
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +127,17 @@ def _synthesise(voice, text: str, length_scale: float) -> _Take:
     return _Take(samples, spans if aligned else [])
 
 
+# Sentences are spoken two at a time: one Piper inference keeps about one core busy (its
+# ONNX graph is a chain of small operators), the machine has two, and Piper serialises
+# only the phonemiser (espeak-ng), which takes a millisecond a sentence.
+_speakers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="piper")
+
+
+def _synthesise_all(voice, texts: list[str], length_scale: float) -> list[_Take | None]:
+    """Every sentence spoken (None for one with nothing to say), in order."""
+    return list(_speakers.map(lambda text: _synthesise(voice, text, length_scale) if text else None, texts))
+
+
 def _speech_bounds(samples: np.ndarray) -> tuple[int, int]:
     """First and last sample louder than -40 dBFS (Piper leaves a little silence around)."""
     loud = np.flatnonzero(np.abs(samples) > 0.01)
@@ -188,14 +200,14 @@ def narrate(sentences: list[str], language: str, voice_name: str | None, target:
         texts = [_speakable_text(s, language) for s in sentences]
         estimate = sum(len(t.split()) for t in texts) / WORDS_PER_SECOND
         scale = _clamp((budget - gaps * GAP[1]) / max(estimate, 0.1), *LENGTH_SCALE)
-        takes = [_synthesise(voice, t, scale) if t else None for t in texts]
+        takes = _synthesise_all(voice, texts, scale)
         spoken = sum(len(t.samples) for t in takes if t) / SAMPLE_RATE
         # the estimate was off by more than the pauses can absorb: say it again, faster or slower
         if spoken and not _fits(spoken, gaps, budget):
             wanted = _clamp(scale * (budget - gaps * GAP[1]) / spoken, *LENGTH_SCALE)
             if abs(wanted - scale) > 0.02:
                 scale = wanted
-                takes = [_synthesise(voice, t, scale) if t else None for t in texts]
+                takes = _synthesise_all(voice, texts, scale)
         lengths = [len(t.samples) / SAMPLE_RATE if t else _reading_seconds(s, language) * 0.5
                    for t, s in zip(takes, sentences)]
     else:

@@ -11,7 +11,8 @@
 4. Each sentence is a scene: a soft gradient background panning slowly, with a short
    cross-fade into the next. ffmpeg composes it (the background is scaled once per
    scene, then only cropped, so moving costs nothing; captions are overlaid only while
-   they show) and x264 encodes it with its fastest preset.
+   they show) and x264 encodes it with its fastest preset. Meanwhile another thread measures the mix's loudness and encodes it to AAC,
+   so the last step only copies both streams into the MP4.
 
 The plan decides the frame size, the watermark and closing card (free), the customer's
 logo and colours (Pro, Agency) and the Story Genius name in the file's metadata (not
@@ -25,6 +26,7 @@ import logging
 import os
 import random
 import tempfile
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -314,17 +316,24 @@ def render_short(topic: str, platform: str, duration: int, spec: RenderSpec, out
 
     mixed = narration.mix(spoken, narration.music_bed(length, seed) if music else None)
     mixed = np.resize(mixed, round(length * narration.SAMPLE_RATE))
+    # a moment with the title and the first words on screen
+    poster_time = min(length - 1 / FPS, chunks[0].start + 0.4 if chunks else 1.0)
     with tempfile.TemporaryDirectory(prefix="render-", dir=output.parent) as tmp:
         workdir = Path(tmp)
         wav = narration.write_wav(mixed, workdir / "audio.wav")
-        loudnorm = narration.loudnorm_filter(wav)
-        partial = workdir / "video.mp4"
-        _compose(spec, scenes, bounds, layers, wav, loudnorm, frames, workdir, partial,
-                 cache_dir or output.parent / ".cache", title=written.title)
+        # the audio (two loudness measurements, then AAC) is made while ffmpeg draws the
+        # pictures and x264 encodes them: neither waits for the other
+        audio = _audio_makers.submit(_encode_audio, wav, length, workdir / "audio.m4a")
+        try:
+            video = _compose(spec, scenes, bounds, layers, frames, workdir, cache_dir or output.parent / ".cache")
+        finally:
+            # the scratch directory outlives the audio maker, even when the pictures failed
+            wait([audio])
         progress(90)
+        audio_path, loudnorm = audio.result()
+        partial = workdir / "video.mp4"
+        _mux(video, audio_path, frames, written.title, spec.white_label, partial)
         poster = workdir / "poster.jpg"
-        # a moment with the title and the first words on screen
-        poster_time = min(length - 1 / FPS, chunks[0].start + 0.4 if chunks else 1.0)
         run_ffmpeg(["-ss", f"{poster_time:.3f}", "-i", str(partial), "-frames:v", "1",
                     "-vf", f"scale={min(spec.width, 720)}:-2", "-q:v", "3", "-y", str(poster)])
         progress(95)
@@ -401,10 +410,9 @@ def _scene_graph(spec: RenderSpec, scenes: list[Image.Image], bounds: list[float
 
 
 def _compose(spec: RenderSpec, scenes: list[Image.Image], bounds: list[float], layers: list[_Layer],
-             audio: Path, loudnorm: str, frames: int, workdir: Path, output: Path, cache_dir: Path,
-             title: str) -> None:
-    """The composition at MOTION_FPS through x264, doubled to 30 fps (worker/h264.py),
-    then muxed with the normalised audio into a fast-start MP4."""
+             frames: int, workdir: Path, cache_dir: Path) -> Path:
+    """The composition at MOTION_FPS through x264, repeated to 30 fps (worker/h264.py):
+    the H.264 stream."""
     inputs: list[str] = []
     for n, image in enumerate(scenes):
         inputs += _raw_input(image, workdir / f"scene{n}.rgb", "RGB")
@@ -421,31 +429,51 @@ def _compose(spec: RenderSpec, scenes: list[Image.Image], bounds: list[float], l
         enable = f":enable='{'*'.join(window)}'" if window else ""
         graph.append(f"[{current}][l{n}]overlay=x={layer.x}:y={layer.y}:eof_action=repeat{enable}[o{n}]")
         current = f"o{n}"
-    # presented to x264 as consecutive 30 fps frames: doubled afterwards, they are
+    copies = FPS // MOTION_FPS
+    distinct = frames // copies
+    # presented to x264 as consecutive 30 fps frames: repeated afterwards, they are
     graph.append(f"[{current}]settb=1/{FPS},setpts=N,format=yuv420p,setsar=1[video]")
     script = workdir / "graph.txt"
     script.write_text(";\n".join(graph))
-    distinct = frames // 2
     half = workdir / "half.h264"
     run_ffmpeg([*inputs, "-/filter_complex", str(script), "-map", "[video]", *_X264, "-r", str(FPS),
                 "-frames:v", str(distinct), "-f", "h264", "-y", str(half)])
     template = h264.skip_template(spec.width, spec.height, _X264, cache_dir)
-    doubled = h264.double_frame_rate(half.read_bytes(), template)
+    repeated = h264.repeat_pictures(half.read_bytes(), template, copies)
     video = workdir / "video.h264"
-    if doubled is None:
+    if repeated is None:
         log.warning("x264's parameter sets differ from the skip template's: encoding every frame")
         run_ffmpeg(["-f", "h264", "-framerate", str(MOTION_FPS), "-i", str(half), "-vf", f"fps={FPS}",
                     *_X264, "-frames:v", str(frames), "-f", "h264", "-y", str(video)])
     else:
-        video.write_bytes(doubled)
+        video.write_bytes(repeated)
+    return video
+
+
+# Audio is made beside the pictures (one thread a render; more renders, more threads).
+_audio_makers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="audio")
+
+
+def _encode_audio(wav: Path, seconds: float, output: Path) -> tuple[Path, str]:
+    """The mix brought to -14 LUFS (narration.loudnorm_filter) as 44.1 kHz stereo AAC;
+    the file and the loudness filter used."""
+    loudnorm = narration.loudnorm_filter(wav)
+    run_ffmpeg(["-i", str(wav), "-af", f"{loudnorm},aresample=44100", "-c:a", "aac", "-b:a", "128k", "-ac", "2",
+                "-t", f"{seconds:.4f}", "-map_metadata", "-1", "-fflags", "+bitexact", "-f", "mp4", "-y",
+                str(output)])
+    return output, loudnorm
+
+
+def _mux(video: Path, audio: Path, frames: int, title: str, white_label: bool, output: Path) -> None:
+    """Both streams copied into a fast-start MP4, with the title (and, unless white-label,
+    our name) as metadata."""
     metadata = ["-metadata", f"title={title}"]
-    if not spec.white_label:
+    if not white_label:
         metadata += ["-metadata", f"comment=Made with {BRAND_NAME}"]
     run_ffmpeg(["-f", "h264", "-framerate", str(FPS), "-i", str(video), "-i", str(audio),
-                "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
-                "-af", f"{loudnorm},aresample=44100", "-c:a", "aac", "-b:a", "128k", "-ac", "2",
-                "-t", f"{frames / FPS:.4f}", *metadata, "-map_metadata", "-1", "-fflags", "+bitexact",
-                "-movflags", "+faststart", "-f", "mp4", "-y", str(output)])
+                "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-t", f"{frames / FPS:.4f}", *metadata,
+                "-map_metadata", "-1", "-fflags", "+bitexact", "-movflags", "+faststart", "-f", "mp4", "-y",
+                str(output)])
 
 
 def _even(value: float) -> int:

@@ -64,7 +64,7 @@ def to_login():
 
 
 def register(app) -> None:
-    from . import auth, billing, email_links, pages  # noqa: F401 - route modules attach to `ui`
+    from . import auth, billing, branding, email_links, pages  # noqa: F401 - route modules attach to `ui`
     from . import webhooks  # noqa: F401 - issue 20: webhooks to customers
 
     login_manager.init_app(app)
