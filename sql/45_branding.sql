@@ -5,16 +5,16 @@
 -- app.claim_render (sql/44_renders.sql), and only for a job whose plan sells branding.
 set local role sg_owner;
 
--- changed only where they differ (sql/10_app.sql): a release leaves the table unlocked
+-- changed only where they differ: an unchanged policy takes no lock on the table
 select app._ensure_forced_row_security('public.brands');
 select app._ensure_policy('public.brands', 'users reach only their own rows', $policy$
-create policy "users reach only their own rows" on public.brands for all to sg_app, sg_owner
-  using (user_id = (select app.current_user_id()))
-  with check (user_id = (select app.current_user_id()))
+  create policy "users reach only their own rows" on public.brands for all to sg_app, sg_owner
+    using (user_id = (select app.current_user_id()))
+    with check (user_id = (select app.current_user_id()))
 $policy$);
 select app._ensure_policy('public.brands', 'service functions reach every row', $policy$
-create policy "service functions reach every row" on public.brands for all to sg_service
-  using (true) with check (true)
+  create policy "service functions reach every row" on public.brands for all to sg_service
+    using (true) with check (true)
 $policy$);
 
 -- the owner reads their brand directly; writes go through the functions below

@@ -25,6 +25,7 @@ from .stripe_payloads import signed
 from .conftest import STRONG_PASSWORD, api_signup, bearer, client_with_own_ip, unique_email, verify
 from .test_auth_ui import csrf_token, log_in
 from .test_credits import invariant_violations
+from .test_fuzz_forms import post_form
 from .test_two_factor import enrol
 
 
@@ -466,8 +467,9 @@ def test_hostile_text_in_the_deletion_form_and_body_is_refused_clearly(env, targ
     if unsafe:
         assert api.status_code == 422
     page = target.browser.get("/account").get_data(as_text=True)
-    form = target.browser.post("/account/delete", data={"csrf_token": csrf_token(page), "password": password,
-                                                        "code": code, "confirm": "y"})
+    # encoded as a browser would (a lone surrogate as the bytes it would have had)
+    form = post_form(target.browser, "/account/delete", {"csrf_token": csrf_token(page), "password": password,
+                                                         "code": code, "confirm": "y"})
     assert form.status_code in (403, 422), form.status_code
     assert account_rows(env.admin, target.user.id) == target.rows
 

@@ -197,10 +197,9 @@ def test_a_release_waits_for_a_long_read_without_holding_up_anyone(app, database
                              "'app.release_rehearsal()' = any(functions)").fetchone()[0] == 1
 
     # the same release again changes nothing and takes no lock, even with the read still there
-    result, elapsed, generates = run_release_under_load(app, database, release, None)
+    result, _, generates = run_release_under_load(app, database, release, None)
     assert result.returncode == 0, result.stderr
     assert "nothing changed, no lock taken" in result.stdout and "lock not available" not in result.stderr
-    assert elapsed < 10, elapsed  # a Python start-up, and no wait
     assert {status for status, _ in generates} == {202}
     assert max(seconds for _, seconds in generates) < LOCK_TIMEOUT + SLACK
 
