@@ -117,13 +117,14 @@ class Release:
 
 
 def _with_lock_retries(attempt: Callable[[], T], release: Release, max_wait: float, what: str) -> T:
-    """attempt(), again with backoff while it fails on lock_timeout, for up to `max_wait` s."""
+    """attempt(), again with backoff while it fails on lock_timeout (or is the victim of a
+    deadlock with a request), for up to `max_wait` s."""
     deadline = time.monotonic() + max_wait
     pause = 0.25
     while True:
         try:
             return attempt()
-        except psycopg.errors.LockNotAvailable as error:
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as error:
             release.lock_waits += 1
             if time.monotonic() + pause > deadline:
                 raise click.ClickException(f"{what}: a lock stayed taken for {max_wait:.0f} s ({error}); "
