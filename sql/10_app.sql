@@ -94,6 +94,35 @@ begin
 end
 $$;
 
+/**
+ * Makes `definition` (a CREATE VIEW statement for `view_name`, schema-qualified) true,
+ * dropping and creating the view only when it is missing or was created from other text
+ * (the md5 of its text is kept as the view's comment): replacing a view takes ACCESS
+ * EXCLUSIVE on it, which waits for every query reading it (an analyst's report), so an
+ * unchanged view is left alone. A dependent view dropped with it is made again by its own
+ * call further on. Notes the name in `sg.views_defined` for `flask migrate`, which drops
+ * the views a changed file no longer defines. For the sql/ files, run by the view's owner.
+ */
+create or replace function app._ensure_view(view_name text, definition text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+-- `definition` is DDL the sql/ files pass in, never user input: it is run as written
+-- @plpgsql_check_options: security_warnings = false
+begin
+  perform set_config('sg.views_defined',
+                     concat_ws(',', nullif(current_setting('sg.views_defined', true), ''), view_name), true);
+  if to_regclass(view_name) is not null
+     and obj_description(to_regclass(view_name), 'pg_class') is not distinct from md5(definition) then
+    return;
+  end if;
+  execute format('drop view if exists %s cascade', view_name);
+  execute definition;
+  execute format('comment on view %s is %L', view_name, md5(definition));
+end
+$$;
+grant execute on function app._ensure_view(text, text) to sg_service, sg_reporting;
+
 /** Row-level security enabled and forced on `table_name`, altering the table only if it is not yet. */
 create or replace function app._ensure_forced_row_security(table_name regclass) returns void
 language plpgsql

@@ -412,3 +412,34 @@ def test_a_statement_that_runs_too_long_fails_the_release_and_changes_nothing(tm
         with psycopg.connect(dsn, autocommit=True) as admin:
             assert admin.execute("select count(*) from information_schema.columns where column_name = 'slow'"
                                  ).fetchone()[0] == 0
+
+
+def test_a_release_does_not_wait_for_an_analyst_reading_a_view_and_drops_views_no_file_defines(tmp_path):
+    """A change early in sql/ re-applies the reporting files too; their views are made again
+    only when their text changed, so an analyst's open query on one holds nothing up. A view
+    a file stops defining is dropped."""
+    from web.config import role_dsn
+
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    with throwaway_database("sg_release_views") as dsn:
+        migrate(dsn, environ={}, sql_dir=sql_dir)
+        with (sql_dir / "55_account_erasure.sql").open("a") as changed:
+            changed.write("\nset local role sg_owner;\ncreate or replace function app.release_rehearsal() "
+                          "returns integer language sql stable as $$ select 1 $$;\n")
+        with psycopg.connect(role_dsn(dsn, "sg_analyst")) as analyst:
+            analyst.execute("select * from reporting.user_summary").fetchall()  # the transaction stays open
+            analyst.execute("select * from reporting.stripe_event_failures").fetchall()
+            release = migrate(dsn, environ={"MIGRATE_LOCK_TIMEOUT": "0.2", "MIGRATE_MAX_WAIT": "0.1"}, sql_dir=sql_dir)
+            assert release.lock_waits == 0
+            assert {"55_account_erasure.sql", "90_reporting.sql", "91_reporting_billing.sql"} <= set(release.sql_files)
+            analyst.rollback()
+        billing = sql_dir / "91_reporting_billing.sql"
+        text = billing.read_text()
+        start = text.index("/**\n * Stripe events not applied")
+        end = text.index("grant select on reporting.stripe_drift")
+        billing.write_text(text[:start] + text[end:].replace(", reporting.stripe_event_failures", ""))
+        migrate(dsn, environ={}, sql_dir=sql_dir)
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            assert admin.execute("select to_regclass('reporting.stripe_event_failures')").fetchone()[0] is None
+            assert admin.execute("select to_regclass('reporting.stripe_drift')").fetchone()[0] is not None

@@ -9,9 +9,10 @@ stop the service, so:
 - the sql/ layer is re-applied only from the first file whose text changed (each file's
   SHA-256 is kept in `sql_layer_files`); functions are replaced in place (CREATE OR
   REPLACE; the `app` schema is never dropped, which would drop every policy and lock every
-  tenant table), and the functions a changed file no longer defines are dropped, with
-  their grants reset first so a file's grants are exactly what it says; policies,
-  row-security flags and triggers change only where they differ (sql/10_app.sql);
+  tenant table), and the functions and views a changed file no longer defines are dropped,
+  with the functions' grants reset first so a file's grants are exactly what it says;
+  policies, row-security flags, triggers and views change only where they differ
+  (sql/10_app.sql);
 - every lock is asked for with `lock_timeout` (MIGRATE_LOCK_TIMEOUT, 2 s): a long query
   holding a table makes the release's transaction give up and retry with backoff (for up
   to MIGRATE_MAX_WAIT, 600 s) instead of queueing every request behind it; and no statement
@@ -185,34 +186,52 @@ def _drop_functions(conn: psycopg.Connection, signatures) -> None:
         _as_owner(conn, signature, sql.SQL("drop function {}").format(sql.SQL(signature)))
 
 
+def _drop_views(conn: psycopg.Connection, names) -> None:
+    """Drop views no file defines any more, as their owner (no CASCADE, as for functions)."""
+    for name in sorted(names):
+        row = conn.execute("select relowner::regrole::text from pg_class where oid = to_regclass(%s)",
+                           (name,)).fetchone()
+        if row is None:
+            continue
+        log.info("dropping view %s: no sql/ file defines it any more", name)
+        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(row[0])))
+        conn.execute(sql.SQL("drop view {}").format(sql.SQL(name)))
+        conn.execute("reset role")
+
+
 def _apply_sql_layer(conn: psycopg.Connection, sql_dir: Path, reapply: bool) -> list[str]:
     """Apply the sql/ files from the first one whose text changed (all of them with
     `reapply`) in the caller's transaction; the names applied."""
     files = business_sql_files(sql_dir)
     texts = {path.name: path.read_text() for path in files}
-    stored = {name: (digest, list(functions))
-              for name, digest, functions in conn.execute("select name, sha256, functions from sql_layer_files")}
+    stored = {name: (digest, list(functions), list(views)) for name, digest, functions, views
+              in conn.execute("select name, sha256, functions, views from sql_layer_files")}
     first = next((i for i, path in enumerate(files)
                   if reapply or stored.get(path.name, (None,))[0] != _sha256(texts[path.name])), len(files))
     removed = sorted(set(stored) - set(texts))
     for name in removed:
+        _drop_views(conn, stored[name][2])
         _reset_grants(conn, stored[name][1])
         _drop_functions(conn, stored[name][1])
         conn.execute("delete from sql_layer_files where name = %s", (name,))
     applied = []
     for path in files[first:]:
-        previous = stored.get(path.name, (None, []))[1]
+        _, previous, previous_views = stored.get(path.name, (None, [], []))
         _reset_grants(conn, previous)
         before = _app_functions(conn)
+        conn.execute("select set_config('sg.views_defined', '', true)")
         conn.execute(texts[path.name])
         conn.execute("reset role")
         defined = sorted(signature for oid, (signature, version) in _app_functions(conn).items()
                          if before.get(oid, (None, None))[1] != version)
+        views = sorted(set(filter(None, (conn.execute("select current_setting('sg.views_defined', true)")
+                                         .fetchone()[0] or "").split(","))))
+        _drop_views(conn, set(previous_views) - set(views))
         _drop_functions(conn, set(previous) - set(defined))
-        conn.execute("""insert into sql_layer_files (name, sha256, functions) values (%s, %s, %s)
+        conn.execute("""insert into sql_layer_files (name, sha256, functions, views) values (%s, %s, %s, %s)
                         on conflict (name) do update set sha256 = excluded.sha256, functions = excluded.functions,
-                                                         applied_at = now()""",
-                     (path.name, _sha256(texts[path.name]), defined))
+                                                         views = excluded.views, applied_at = now()""",
+                     (path.name, _sha256(texts[path.name]), defined, views))
         applied.append(path.name)
     return applied
 
