@@ -7,7 +7,8 @@
 -- Stripe payload) plus a SELECT-only RLS policy "reporting reads every row". Stripe
 -- figures come through app.stripe_event_facts, a view owned by sg_service that extracts
 -- the few fields reports need from each stored event; sg_reporting never sees a payload.
--- Like `app`, the schema holds no data and is rebuilt on every migrate. Days are UTC days.
+-- Like `app`, the schema holds no data; a view is made again only when its text changes
+-- (app._ensure_view), so a release does not wait for the reports being read. Days are UTC days.
 --
 -- Definitions (docs/reporting.md says the same for analysts):
 --   conversion   a user's first paid subscription: the earliest applied checkout of each
