@@ -12,7 +12,7 @@
 --             devices, two-factor secret, recovery codes, pending second-factor sign-ins,
 --             emailed link tokens, mails queued or sent (their data can hold the name),
 --             webhook endpoints with their events, deliveries and attempt logs, the brand
---             (logo and colours)
+--             (logo and colours), the referral code and the card fingerprints
 --   blanked   jobs: topic, title, options (a script of the user's own), output, error, note;
 --             unfinished jobs end as failed, unrefunded (the worker's claim then finds
 --             nothing to do); the web process deletes the video files and posters, and an
@@ -195,6 +195,10 @@ begin
   delete from public.webhook_events w where w.user_id = uid;
   delete from public.webhook_endpoints w where w.user_id = uid;
   delete from public.brands b where b.user_id = uid;
+  -- the referral link (and where it was last fetched from) and the card fingerprints;
+  -- who referred whom stays, between two ids that name nobody
+  delete from public.referral_codes r where r.user_id = uid;
+  delete from public.payment_fingerprints p where p.user_id = uid;
   update public.login_attempts a set email = tombstone, device_id = null
    where a.user_id = uid or lower(a.email) = lower(account.email);
   delete from public.trusted_devices d where d.user_id = uid;
@@ -319,12 +323,22 @@ as $$
                                   from public.webhook_events w, me where w.user_id = me.uid), '[]'),
     'brand', (select jsonb_build_object('primary_colour', b.primary_colour, 'accent_colour', b.accent_colour,
                                         'has_logo', b.logo_png is not null, 'updated_at', b.updated_at)
-                from public.brands b, me where b.user_id = me.uid))
+                from public.brands b, me where b.user_id = me.uid),
+    'referral_code', (select jsonb_build_object('code', r.code, 'created_at', r.created_at)
+                        from public.referral_codes r, me where r.user_id = me.uid),
+    'referrals', coalesce((select jsonb_agg(jsonb_build_object('role', case when r.referrer_id = me.uid
+                                                                           then 'referrer' else 'referee' end,
+                                                               'status', r.status, 'created_at', r.created_at)
+                                            order by r.created_at)
+                             from public.referrals r, me where me.uid in (r.referrer_id, r.referee_id)), '[]'))
 $$;
 grant execute on function app.export_my_account() to sg_app;
 
 -- The triggers belong to the tables' owner.
 set local role sg_owner;
+
+-- app.erase_my_account (sg_service) deletes these; the files that own them grant less
+grant delete on public.referral_codes, public.payment_fingerprints to sg_service;
 
 select app._ensure_trigger('public.stripe_events', 'stripe_events_scrub_erased_customers',
   'CREATE TRIGGER stripe_events_scrub_erased_customers BEFORE INSERT ON public.stripe_events '

@@ -132,6 +132,10 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     # a title on a video, and a brand, both naming them
     admin.execute("update jobs set title = %s where id = %s", (f"{user.name}'s story", videos[0]))
     admin.execute("insert into brands (user_id, primary_colour) values (%s, '#112233')", (user.id,))
+    # their referral link (fetched from their address) and a card fingerprint Stripe reported
+    admin.execute("insert into referral_codes (user_id, code, last_seen_ip) values (%s, %s, '203.0.113.9')",
+                  (user.id, uuid.uuid4().hex[:10]))
+    admin.execute("insert into payment_fingerprints (user_id, fingerprint) values (%s, 'fp_erasable')", (user.id,))
     # a webhook endpoint of theirs (its address names them), subscribed to plan changes
     admin.execute("insert into webhook_endpoints (user_id, url, event_types, secret) values "
                   "(%s, %s, '{subscription.updated,render.completed}', 'whsec_customer')",
@@ -177,7 +181,8 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     assert admin.execute("select status from subscriptions where user_id = %s", (user.id,)).fetchone()["status"] \
         == "canceled"
     # the endpoint and its events went, and the cancellation sent the ex-customer nothing
-    for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts", "brands"):
+    for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts", "brands",
+                  "referral_codes", "payment_fingerprints"):
         assert admin.execute(f"select count(*) as n from {table} where user_id = %s", (user.id,)).fetchone()["n"] == 0
 
     # the videos and posters are gone, and the jobs no longer say what they were about
