@@ -12,7 +12,8 @@
 --             devices, two-factor secret, recovery codes, pending second-factor sign-ins,
 --             emailed link tokens, mails queued or sent (their data can hold the name),
 --             webhook endpoints with their events, deliveries and attempt logs, the brand
---             (logo and colours), the referral code and the card fingerprints
+--             (logo and colours), the referral code and the card fingerprints, the stored
+--             answers to idempotent API requests
 --   blanked   jobs: topic, title, options (a script of the user's own), output, error, note;
 --             unfinished jobs end as failed, unrefunded (the worker's claim then finds
 --             nothing to do); the web process deletes the video files and posters, and an
@@ -198,6 +199,8 @@ begin
   -- the referral link (and where it was last fetched from) and the card fingerprints;
   -- who referred whom stays, between two ids that name nobody
   delete from public.referral_codes r where r.user_id = uid;
+  -- stored answers to repeated API requests (their bodies name topics, titles, keys)
+  delete from public.idempotency_keys i where i.user_id = uid;
   delete from public.payment_fingerprints p where p.user_id = uid;
   update public.login_attempts a set email = tombstone, device_id = null
    where a.user_id = uid or lower(a.email) = lower(account.email);

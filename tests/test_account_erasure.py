@@ -124,6 +124,11 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     admin = env.admin
     user = new_user(env, tier="pro")
     videos = [make_video(env, user, media_root, f"the life of {user.name}") for _ in range(2)]
+    # a request made safe to repeat: its answer is stored under the caller's key
+    repeated = user.client.post("/v1/shorts/generate", json={"platform": "tiktok", "topic": f"{user.name} again"},
+                                headers={**user.auth, "Idempotency-Key": f"retry-{uuid.uuid4()}"})
+    assert repeated.status_code == 202, repeated.get_json()
+    assert admin.execute("select count(*) as n from idempotency_keys where user_id = %s", (user.id,)).fetchone()["n"] == 1
     key = user.client.post("/v1/keys", json={"name": f"{user.name}'s laptop"}, headers=user.auth)
     assert key.status_code == 201, key.get_json()
     api_key = key.get_json()["key"]
@@ -146,7 +151,7 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
                                 (user.id,)).fetchone()["stripe_customer_id"]
     books = ledger(admin, user.id)
     usage = admin.execute("select * from usage_logs where user_id = %s order by id", (user.id,)).fetchall()
-    assert sum(row["delta"] for row in books) == 5 + 100 - 2
+    assert sum(row["delta"] for row in books) == 5 + 100 - 3
     # the scan finds the person before: stored Stripe events, mails, sign-in attempts, …
     before = places_holding(admin, user.email, user.name)
     assert {"public.users.email", "public.users.full_name", "public.stripe_events.payload"} <= set(before)
@@ -182,7 +187,7 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
         == "canceled"
     # the endpoint and its events went, and the cancellation sent the ex-customer nothing
     for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts", "brands",
-                  "referral_codes", "payment_fingerprints"):
+                  "referral_codes", "payment_fingerprints", "idempotency_keys"):
         assert admin.execute(f"select count(*) as n from {table} where user_id = %s", (user.id,)).fetchone()["n"] == 0
 
     # the videos and posters are gone, and the jobs no longer say what they were about
