@@ -1,8 +1,10 @@
 -- Credits: the append-only ledger and every function that moves a credit.
 --
--- Invariant: for every user, subscriptions.credits_remaining = sum(credit_ledger.delta).
--- Each function below writes the ledger row and the cached balance in one transaction;
--- the ledger's unique idempotency_key makes every movement happen at most once.
+-- Invariant: for every user, subscriptions.credits_remaining = sum(credit_ledger.delta)
+-- = sum of the remainders of their buckets (31_buckets.sql: which bucket a spend takes,
+-- expiry, rollover). Each function below writes the ledger row, the bucket and the cached
+-- balance in one transaction; the ledger's unique idempotency_key makes every movement
+-- happen at most once.
 set local role sg_owner;
 
 /**
@@ -25,23 +27,6 @@ select app._ensure_trigger('public.credit_ledger', 'credit_ledger_append_only',
 select app._ensure_trigger('public.credit_ledger', 'credit_ledger_no_truncate',
   'CREATE TRIGGER credit_ledger_no_truncate BEFORE TRUNCATE ON public.credit_ledger '
   'FOR EACH STATEMENT EXECUTE FUNCTION app.refuse_ledger_change()');
-
-/**
- * The current user's plan and balance. Called by the web process; RLS limits it
- * to the caller's own subscription.
- */
-create or replace function app.credit_balance()
-returns table (tier text, status text, credits_total integer, credits_used integer,
-               credits_remaining integer, renews_at timestamptz)
-language sql stable
-as $$
-  select s.tier, s.status, s.credits_total,
-         greatest(s.credits_total - s.credits_remaining, 0),
-         s.credits_remaining, s.current_period_end
-    from public.subscriptions s
-   where s.user_id = app.require_user_id()
-$$;
-grant execute on function app.credit_balance() to sg_app;
 
 /**
  * The current user's billable actions over the last `days` days (1–365), newest first.
@@ -69,7 +54,10 @@ grant execute on function app.usage(integer) to sg_app;
  * Takes one credit from the current user and creates + enqueues a render job, all in
  * the caller's transaction: the job row, the `render` ledger row, the usage row and the
  * pgqueuer entry commit together or not at all. The credit is taken by a single
- * UPDATE that cannot go below zero, so concurrent calls never overspend.
+ * UPDATE that cannot go below zero, so concurrent calls never overspend; that UPDATE
+ * holds the account's balance row, so the bucket drawn next (soonest expiry first, then
+ * oldest; never an expired one) is read after every earlier spend of this account has
+ * committed. Returns the spendable balance left.
  * Raises P0402 (changing nothing) when the balance is zero, P0403 when an unconfirmed
  * address has already made its one video, P0422 on bad input.
  * SECURITY DEFINER so the web role needs no write grants; it runs as sg_owner,
@@ -85,8 +73,10 @@ declare
   uid uuid := app.require_user_id();
   paid_tier text;
   left_after integer;
+  drawn uuid;
   new_job uuid;
   priority integer;
+  notice_below numeric;
 begin
   if platform is null or platform not in ('youtube_shorts', 'tiktok', 'instagram_reels') then
     raise exception 'platform must be one of youtube_shorts, tiktok, instagram_reels' using errcode = 'P0422';
@@ -105,6 +95,19 @@ begin
   if not found then
     raise exception 'Insufficient credits. Please upgrade your plan.' using errcode = 'P0402';
   end if;
+  -- the balance above may still hold credits whose expiry the worker has not recorded:
+  -- they are never drawn, and running out of the others is running out
+  update public.credit_buckets b
+     set remaining = b.remaining - 1
+   where b.id = (select c.id from public.credit_buckets c
+                  where c.user_id = uid and c.expired_at is null and c.remaining > 0
+                    and (c.expires_at > now() or c.expires_at is null)
+                  order by c.expires_at, c.created_at, c.id
+                  limit 1)
+  returning b.id into drawn;
+  if drawn is null then
+    raise exception 'Insufficient credits. Please upgrade your plan.' using errcode = 'P0402';
+  end if;
   -- An unconfirmed address may spend one credit (one video made: a refunded one does not
   -- count), so signup credits cannot be farmed with throwaway addresses. The UPDATE above
   -- holds the balance row, so a concurrent spend of this user counts this one's video.
@@ -121,19 +124,28 @@ begin
   values (uid, platform, btrim(topic), options, paid_tier)
   returning id into new_job;
 
-  insert into public.credit_ledger (user_id, delta, reason, idempotency_key, job_id)
-  values (uid, -1, 'render', 'render:' || new_job, new_job);
+  insert into public.credit_ledger (user_id, delta, reason, idempotency_key, job_id, bucket_id)
+  values (uid, -1, 'render', 'render:' || new_job, new_job, drawn);
 
   insert into public.usage_logs (user_id, action, credits_used, job_id)
   values (uid, 'video_generation', 1, new_job);
 
-  select coalesce((p.features ->> 'queue_priority')::integer, 0) into priority
+  -- (and what would make this spend set something off: see app._after_spend)
+  select coalesce((p.features ->> 'queue_priority')::integer, 0),
+         greatest(p.credits * 0.2, coalesce((select a.threshold from public.auto_top_up a
+                                               where a.user_id = uid and a.enabled), 0))
+    into priority, notice_below
     from public.plans p where p.tier = paid_tier;
   -- no NOTIFY: workers poll (migrations/0008 says why)
   insert into public.pgqueuer (priority, entrypoint, payload, status, dedupe_key)
   values (priority, 'render', convert_to(json_build_object('job_id', new_job)::text, 'UTF8'),
           'queued', 'render:' || new_job);
 
+  left_after := left_after - app._unswept_expired(uid);
+  -- the low-balance mail and auto top-up, in this transaction (54_packs.sql)
+  if left_after < notice_below then
+    perform app._after_spend(uid, left_after);
+  end if;
   return query select new_job, left_after;
 end
 $$;
@@ -142,27 +154,30 @@ grant execute on function app.spend_credit_and_create_job(text, text, jsonb) to 
 -- Cross-tenant movements below run as sg_service.
 set local role sg_service;
 
--- the signature before operators' notes (migrate replaces functions in place)
-drop function if exists app.grant_credits(uuid, integer, text, text, text, timestamptz);
-
 /**
- * The one way credits are added (signup, plan grants and upgrades, renewals, operators). A repeated
- * idempotency_key is a no-op that reports granted = false and the current balance.
+ * The one way credits are added (signup, plan grants and upgrades, renewals, referrals,
+ * operators): opens a bucket and records the grant, once per idempotency_key (a repeated
+ * key is a no-op that reports granted = false and the current balance). Expiry: as given
+ * by `expires_at`; when not given, signup credits expire with the account's current
+ * period, plan, upgrade and renewal credits likewise, operator and referral credits never.
+ * `plan_tier` marks plan credits of a paid plan, which roll over once at a renewal.
  * `note` says why, for operator grants (credit_ledger.note). Called only inside other
  * sg_service functions and by operators as sg_service: no runtime role may execute it,
  * since it would let a request or a compromised worker mint credits.
  */
 create or replace function app.grant_credits(user_id uuid, amount integer, reason text, idempotency_key text,
                                              stripe_event_id text default null, period_start timestamptz default null,
-                                             note text default null)
+                                             note text default null, expires_at timestamptz default null,
+                                             plan_tier text default null)
 returns table (granted boolean, credits_remaining integer)
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 declare
-  movement uuid;
-  balance integer;
+  sub public.subscriptions%rowtype;
+  bucket uuid;
+  expiry timestamptz := expires_at;
 begin
   if amount is null or amount not between 1 and 1000000 then
     raise exception 'amount must be from 1 to 1000000' using errcode = 'P0422';
@@ -178,41 +193,45 @@ begin
   if note is not null and length(note) not between 1 and 500 then
     raise exception 'note must be 1 to 500 characters' using errcode = 'P0422';
   end if;
-
-  insert into public.credit_ledger as l (user_id, delta, reason, idempotency_key, stripe_event_id, period_start, note)
-  values (user_id, amount, reason, idempotency_key, stripe_event_id, period_start, note)
-  on conflict on constraint credit_ledger_idempotency_key_key do nothing
-  returning l.id into movement;
-
-  if movement is null then
-    return query select false, s.credits_remaining from public.subscriptions s where s.user_id = grant_credits.user_id;
-    return;
+  -- (a plan grant delivered after its period ended is granted expired, as the rules say)
+  if expiry is not null and expiry <= now() and reason in ('admin_grant', 'referral_grant') then
+    raise exception 'expires_at must be in the future' using errcode = 'P0422';
   end if;
 
-  update public.subscriptions s
-     set credits_remaining = s.credits_remaining + amount,
-         credits_total = s.credits_total + amount,
-         updated_at = now()
-   where s.user_id = grant_credits.user_id
-  returning s.credits_remaining into balance;
-  if not found then
-    raise exception 'no subscription for user %', user_id using errcode = 'P0404';
+  perform app._lock_balance(user_id);
+  select * into sub from public.subscriptions s where s.user_id = grant_credits.user_id;
+  if expiry is null and reason in ('signup_grant', 'plan_grant', 'upgrade_grant', 'renewal') then
+    expiry := greatest(sub.current_period_end, now() + interval '1 hour');
   end if;
-  return query select true, balance;
+  if plan_tier is null and reason in ('plan_grant', 'upgrade_grant', 'renewal') then
+    plan_tier := coalesce(sub.subscribed_tier, sub.tier);
+  end if;
+  bucket := app._open_bucket(user_id, amount, reason, idempotency_key,
+                             case reason when 'signup_grant' then 'signup' when 'plan_grant' then 'plan'
+                                         when 'upgrade_grant' then 'upgrade' when 'renewal' then 'renewal'
+                                         when 'referral_grant' then 'referral' else 'operator' end,
+                             expiry, plan_tier, stripe_event_id, period_start, note);
+  if bucket is not null and reason in ('plan_grant', 'upgrade_grant') then
+    perform app._settle_late_grant(user_id, expiry);
+  end if;
+  return query select bucket is not null, s.credits_remaining
+                 from public.subscriptions s where s.user_id = grant_credits.user_id;
 end
 $$;
-revoke execute on function app.grant_credits(uuid, integer, text, text, text, timestamptz, text)
+revoke execute on function app.grant_credits(uuid, integer, text, text, text, timestamptz, text, timestamptz, text)
   from public, sg_app, sg_worker;
 
 /**
  * An operator's grant (flask grant-credits), keyed by the operator's key alone: the
  * ledger key is `admin:` || key, a namespace no other movement writes, so a repeated key
  * is a no-op whatever the amount or note, and two different keys never meet. A key that
- * would not fit the ledger's 200 characters is refused (P0422), never shortened.
+ * would not fit the ledger's 200 characters is refused (P0422), never shortened. The
+ * credits expire at `expires_at`, or never.
  * Returns the movement the key stands for, new (granted) or earlier (not granted), so
  * the operator sees what a repeated key already did. Operators only: no runtime role.
  */
-create or replace function app.operator_grant(user_id uuid, amount integer, key text, note text)
+create or replace function app.operator_grant(user_id uuid, amount integer, key text, note text,
+                                              expires_at timestamptz default null)
 returns table (granted boolean, granted_to uuid, delta integer, ledger_note text, created_at timestamptz,
                credits_remaining integer)
 language plpgsql security definer
@@ -230,18 +249,23 @@ begin
     raise exception 'reason must not be empty' using errcode = 'P0422';
   end if;
   ledger_key := 'admin:' || key;
-  select * into outcome from app.grant_credits(user_id, amount, 'admin_grant', ledger_key, note => note);
+  select * into outcome from app.grant_credits(user_id, amount, 'admin_grant', ledger_key, note => note,
+                                               expires_at => expires_at);
   return query
     select outcome.granted, l.user_id, l.delta, l.note, l.created_at, s.credits_remaining
       from public.credit_ledger l join public.subscriptions s on s.user_id = l.user_id
      where l.idempotency_key = ledger_key;
 end
 $$;
-revoke execute on function app.operator_grant(uuid, integer, text, text) from public, sg_app, sg_worker;
+revoke execute on function app.operator_grant(uuid, integer, text, text, timestamptz) from public, sg_app, sg_worker;
 
 /**
  * Gives back the credit a failed job took, exactly once however often or however
- * concurrently it is called (the refund's idempotency key is unique per job).
+ * concurrently it is called (the refund's idempotency key is unique per job), into the
+ * bucket it came from. A bucket that has expired meanwhile takes the credit back and
+ * expires it at once (`expiry:refund:<job>`): a refund never makes an expired credit
+ * spendable; nor one of a purchase that was refunded or disputed (`clawback:refund:<job>`). A job paid before buckets existed is refunded into a `refund` bucket that
+ * expires with the account's current period.
  * Returns true only for the call that refunded. P0404 for an unknown job,
  * P0409 for a job that has not failed.
  */
@@ -254,7 +278,8 @@ as $$
 declare
   job public.jobs%rowtype;
   debit integer;
-  movement uuid;
+  from_bucket public.credit_buckets%rowtype;
+  paid_from uuid;
 begin
   select * into job from public.jobs j where j.id = job_id;
   if not found then
@@ -263,22 +288,42 @@ begin
   if job.status <> 'failed' then
     raise exception 'job % has status %; only failed jobs are refunded', job_id, job.status using errcode = 'P0409';
   end if;
-  select -l.delta into debit from public.credit_ledger l where l.idempotency_key = 'render:' || job_id;
+  select -l.delta, l.bucket_id into debit, paid_from from public.credit_ledger l where l.idempotency_key = 'render:' || job_id;
   if debit is null then
     return false;  -- nothing was paid for this job
   end if;
-
-  insert into public.credit_ledger as l (user_id, delta, reason, idempotency_key, job_id)
-  values (job.user_id, debit, 'refund', 'refund:' || job_id, job_id)
-  on conflict on constraint credit_ledger_idempotency_key_key do nothing
-  returning l.id into movement;
-  if movement is null then
+  perform app._lock_balance(job.user_id);
+  if exists (select 1 from public.credit_ledger l where l.idempotency_key = 'refund:' || job_id) then
     return false;
   end if;
 
-  update public.subscriptions s
-     set credits_remaining = s.credits_remaining + debit, updated_at = now()
-   where s.user_id = job.user_id;
+  if paid_from is null then
+    perform app._open_bucket(job.user_id, debit, 'refund', 'refund:' || job_id, 'refund',
+                             (select greatest(s.current_period_end, now() + interval '1 hour')
+                                from public.subscriptions s where s.user_id = job.user_id),
+                             job_id => job_id);
+    -- (_open_bucket counts a grant as credits made available; a refund is not one)
+    update public.subscriptions s set credits_total = s.credits_total - debit where s.user_id = job.user_id;
+  else
+    select * into from_bucket from public.credit_buckets b where b.id = paid_from;
+    insert into public.credit_ledger (user_id, delta, reason, idempotency_key, job_id, bucket_id)
+    values (job.user_id, debit, 'refund', 'refund:' || job_id, job_id, paid_from);
+    if from_bucket.expired_at is not null or from_bucket.expires_at <= now() then
+      insert into public.credit_ledger (user_id, delta, reason, idempotency_key, job_id, bucket_id)
+      values (job.user_id, -debit, 'expiry', 'expiry:refund:' || job_id, job_id, paid_from);
+      update public.credit_buckets b set expired = b.expired + debit where b.id = paid_from;
+    elsif from_bucket.clawed_back > 0 then
+      -- its purchase was refunded or disputed: the credit goes back to the seller, not the user
+      insert into public.credit_ledger (user_id, delta, reason, idempotency_key, job_id, bucket_id)
+      values (job.user_id, -debit, 'clawback', 'clawback:refund:' || job_id, job_id, paid_from);
+      update public.credit_buckets b set clawed_back = b.clawed_back + debit where b.id = paid_from;
+    else
+      update public.credit_buckets b set remaining = b.remaining + debit where b.id = paid_from;
+      update public.subscriptions s
+         set credits_remaining = s.credits_remaining + debit, updated_at = now()
+       where s.user_id = job.user_id;
+    end if;
+  end if;
   insert into public.usage_logs (user_id, action, credits_used, job_id)
   values (job.user_id, 'refund', -debit, job_id);
   return true;

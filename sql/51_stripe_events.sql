@@ -215,7 +215,15 @@ begin
       when event.type in ('invoice.paid', 'invoice.payment_succeeded') then app._apply_invoice_paid(event.id, obj)
       when event.type = 'invoice.payment_failed' then app._apply_payment_failed(event.id, obj)
       when event.type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
+                          'checkout.session.async_payment_failed') and obj ->> 'mode' = 'payment'
+        then app._apply_pack_checkout(event.id, obj)
+      when event.type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
                           'checkout.session.async_payment_failed') then app._apply_checkout(obj)
+      -- top-up packs (54_packs.sql): refunds and disputes take back what is left of a pack
+      when event.type = 'charge.refunded' then app._apply_charge_refunded(obj)
+      when event.type = 'charge.dispute.created' then app._apply_dispute(obj)
+      when event.type = 'payment_intent.succeeded' and obj #>> '{metadata,auto_top_up_attempt}' is not null
+        then app._apply_auto_top_up_paid(event.id, obj)
       when event.type = 'charge.succeeded' then app._note_payment_fingerprint(obj)
       when event.subscription_id is not null then 'state: re-read from Stripe'
     end;
@@ -310,7 +318,7 @@ $$;
 
 /** The first period's plan grant: once per subscription, and not at all once a renewal of it has been applied. */
 create or replace function app._grant_initial(uid uuid, subscription_id text, tier text, event_id text,
-                                              period_start timestamptz)
+                                              period_start timestamptz, period_end timestamptz)
 returns text
 language plpgsql
 set search_path = pg_catalog, pg_temp
@@ -324,16 +332,12 @@ begin
   if amount is null or amount = 0 then
     return 'no credits for plan ' || coalesce(tier, '?');
   end if;
-  -- a renewal of this subscription already reset the balance: the first period is over,
-  -- and its grant (arriving late) would only inflate the new one
-  if exists (select 1 from public.credit_ledger l
-              where l.user_id = uid and l.reason = 'renewal'
-                and l.idempotency_key like 'plan:' || subscription_id || ':%') then
-    return 'first period already renewed';
-  end if;
+  -- arriving after the renewal that ended the first period, it is granted already over and
+  -- its unused credits roll into that renewal (app._settle_late_grant), as in order
   select g.granted into granted
     from app.grant_credits(uid, amount, 'plan_grant', 'plan:' || subscription_id || ':initial',
-                           event_id, period_start) g;
+                           event_id, period_start,
+                           expires_at => period_end, plan_tier => tier) g;
   return case when granted then 'granted ' || amount else 'already granted' end;
 end
 $$;
@@ -410,10 +414,10 @@ begin
       if plan.tier is null or period_start is null then
         raise exception 'renewal invoice % has no period line for a plan', invoice ->> 'id';
       end if;
-      if app.reset_credits(uid, plan.credits, 'renewal',
+      if app.renew_credits(uid, plan.credits, 'renewal',
                            'plan:' || subscription_id || ':' || extract(epoch from period_start)::bigint,
-                           period_start, period_end, event_id, move_period => false) then
-        return 'renewed: balance ' || plan.credits;
+                           period_start, period_end, event_id, move_period => false, plan_tier => plan.tier) then
+        return 'renewed: granted ' || plan.credits;
       end if;
       return 'renewal already applied (or older than one applied)';
     when 'subscription_update' then
@@ -431,16 +435,15 @@ begin
       if upgraded_to.tier is null or upgraded_from.tier is null or difference <= 0 then
         return 'plan change without more credits: nothing granted';
       end if;
-      -- arriving after the renewal that ended the upgraded period, it would only inflate the new one
+      -- the credits expire with the upgraded period; arriving after the renewal that ended it,
+      -- they are granted already over and roll into that renewal (app._settle_late_grant)
       select max(app.stripe_time(line #> '{period,end}')) into period_end
         from jsonb_array_elements(coalesce(invoice #> '{lines,data}', '[]')) as l(line)
        where app.stripe_line_is_proration(line);
-      if exists (select 1 from public.credit_ledger l
-                  where l.user_id = uid and l.reason = 'renewal' and l.period_start >= period_end) then
-        return 'upgrade of a period already renewed: nothing granted';
-      end if;
       select g.granted into granted
-        from app.grant_credits(uid, difference, 'upgrade_grant', 'upgrade:' || (invoice ->> 'id'), event_id) g;
+        from app.grant_credits(uid, difference, 'upgrade_grant', 'upgrade:' || (invoice ->> 'id'), event_id,
+                               expires_at => period_end,
+                               plan_tier => upgraded_to.tier) g;
       return case when granted then 'upgrade ' || upgraded_from.tier || ' -> ' || upgraded_to.tier
                                     || ': granted ' || difference
                   else 'upgrade already granted' end;
@@ -448,7 +451,7 @@ begin
       if plan.tier is null then
         raise exception 'first invoice % has no period line for a plan', invoice ->> 'id';
       end if;
-      return app._grant_initial(uid, subscription_id, plan.tier, event_id, period_start);
+      return app._grant_initial(uid, subscription_id, plan.tier, event_id, period_start, period_end);
     else
       return 'billing_reason ' || (invoice ->> 'billing_reason') || ': nothing granted';
   end case;

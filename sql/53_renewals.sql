@@ -1,57 +1,61 @@
--- Period resets: a paid renewal (from its signed, paid invoice: 51_stripe_events.sql) and
--- the free tier's monthly credits. Both expire what is left and grant the plan's credits,
--- once per period (keys in 50_billing.sql).
+-- Period renewals: a paid renewal (from its signed, paid invoice: 51_stripe_events.sql) and
+-- the free tier's monthly credits. Both expire the buckets that are due and grant the
+-- plan's credits in a bucket of the new period; a paid one first rolls the unused plan
+-- credits over (capped at one allowance), once per period (keys in 50_billing.sql and
+-- 31_buckets.sql).
 set local role sg_service;
 
 /**
- * Resets a user's balance for a new period, once per key: the leftover expires
- * (ledger `expiry`) and `amount` is granted (`reason`), so balance = amount afterwards,
- * and (with move_period) the subscription's period moves to the new one; Stripe renewals
- * leave the period to the subscription's re-read. A renewal for a period older than one
- * already renewed is a late delivery and changes nothing. Returns true only for the call
- * that reset.
+ * Renews a user's credits for a new period, once per key: every bucket due by the
+ * period's start expires; `amount` is granted (`reason`) in a bucket expiring at
+ * `period_end`; for a paid plan (`plan_tier` not free) the unused plan credits of the
+ * period that ended roll over into a bucket expiring with the new period, at most one
+ * allowance (`amount`). Credits of other sources (packs, operators, a later period) are
+ * untouched. With move_period (the free tier) the subscription's period moves to the new
+ * one, and a renewal for a period older than one already renewed changes nothing; Stripe
+ * renewals leave the period to the subscription's re-read, and one arriving after a later
+ * renewal is granted already over, its credits rolling into that later renewal, so the
+ * outcome does not depend on the order Stripe's events arrive in. Returns true only for
+ * the call that renewed.
  */
-create or replace function app.reset_credits(user_id uuid, amount integer, reason text, idempotency_key text,
+create or replace function app.renew_credits(user_id uuid, amount integer, reason text, idempotency_key text,
                                              period_start timestamptz, period_end timestamptz,
-                                             stripe_event_id text default null, move_period boolean default true)
+                                             stripe_event_id text default null, move_period boolean default true,
+                                             plan_tier text default null)
 returns boolean
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
 #variable_conflict use_variable
 declare
-  leftover integer;
-  movement uuid;
+  bucket uuid;
+  rolled integer := 0;
+  late boolean;
 begin
-  select s.credits_remaining into leftover
-    from public.subscriptions s where s.user_id = reset_credits.user_id
-     for update;
-  if not found then
-    raise exception 'no subscription for user %', user_id using errcode = 'P0404';
+  perform app._lock_balance(user_id);
+  if period_start is null or period_end is null or period_end <= period_start then
+    raise exception 'a renewal needs a period that ends after it starts' using errcode = 'P0422';
   end if;
-  -- a renewal for an older period than one already applied arrived late: it changes nothing
-  if exists (select 1 from public.credit_ledger l
-              where l.user_id = reset_credits.user_id and l.reason = 'renewal'
-                and l.period_start > reset_credits.period_start) then
+  if exists (select 1 from public.credit_ledger l where l.idempotency_key = renew_credits.idempotency_key) then
     return false;
   end if;
-  insert into public.credit_ledger as l (user_id, delta, reason, idempotency_key, stripe_event_id, period_start)
-  values (user_id, amount, reason, idempotency_key, stripe_event_id, period_start)
-  on conflict on constraint credit_ledger_idempotency_key_key do nothing
-  returning l.id into movement;
-  if movement is null then
+  late := app._renewed_through(user_id) > period_start;
+  if late and move_period then
     return false;
   end if;
-  if leftover > 0 then
-    insert into public.credit_ledger (user_id, delta, reason, idempotency_key, stripe_event_id, period_start)
-    values (user_id, -leftover, 'expiry', 'expiry:' || idempotency_key, stripe_event_id, period_start);
+  perform app._expire_due(user_id, period_start);
+  bucket := app._open_bucket(user_id, amount, reason, idempotency_key, 'renewal', period_end,
+                             nullif(plan_tier, 'free'), stripe_event_id, period_start);
+  rolled := app._settle_rollover(user_id, bucket);
+  perform app._settle_late_grant(user_id, period_end);
+  if not late then
+    update public.subscriptions s
+       set credits_total = amount + rolled,
+           current_period_start = case when move_period then renew_credits.period_start else s.current_period_start end,
+           current_period_end = case when move_period then renew_credits.period_end else s.current_period_end end,
+           updated_at = now()
+     where s.user_id = renew_credits.user_id;
   end if;
-  update public.subscriptions s
-     set credits_remaining = amount, credits_total = amount,
-         current_period_start = case when move_period then reset_credits.period_start else s.current_period_start end,
-         current_period_end = case when move_period then reset_credits.period_end else s.current_period_end end,
-         updated_at = now()
-   where s.user_id = reset_credits.user_id;
   return true;
 end
 $$;
@@ -82,8 +86,8 @@ end
 $$;
 
 /**
- * Gives every free subscription whose period has ended its monthly credits back (balance
- * reset to the free plan's credits) and starts the period that contains now, on the
+ * Gives every free subscription whose period has ended its monthly credits (a bucket of
+ * the free plan's credits for the new period; the old period's free credits expire) and starts the period that contains now, on the
  * account's anchor day (sign-up, or the end of its last paid period). An account idle for
  * months gets one reset, not one per month missed. If the period that just ended did not
  * end on an anchor boundary (periods made before anchors existed), the new one starts where
@@ -112,7 +116,7 @@ begin
     if next_period.period_start < due.current_period_end then
       next_period.period_start := due.current_period_end;
     end if;
-    if app.reset_credits(due.user_id, free_credits, 'renewal',
+    if app.renew_credits(due.user_id, free_credits, 'renewal',
                          'free:' || due.user_id || ':' || extract(epoch from next_period.period_start)::bigint,
                          next_period.period_start, next_period.period_end) then
       renewed := renewed + 1;

@@ -1,7 +1,7 @@
 """Who may call what (issue 16, item 3), asserted in SQL as each runtime role: the
 functions that move credits without a signed Stripe event or an operator are closed to
 the web and worker roles (the worker refunds through fail_job, the billing functions
-call grant/reset internally as sg_service)."""
+call grant/renew internally as sg_service)."""
 from __future__ import annotations
 
 import time
@@ -14,9 +14,11 @@ from .conftest import acting_as, balance
 CREDIT_FUNCTIONS = [
     "select app.grant_credits(%(user)s, 100, 'admin_grant', 'mint:' || gen_random_uuid())",
     "select app.grant_credits(%(user)s, 100, 'admin_grant', 'mint:' || gen_random_uuid(), null, null, 'note')",
-    "select app.reset_credits(%(user)s, 1000, 'renewal', 'mint:' || gen_random_uuid(), now(), now() + interval '1 month')",
+    "select app.renew_credits(%(user)s, 1000, 'renewal', 'mint:' || gen_random_uuid(), now(), now() + interval '1 month')",
     "select app.refund_job(%(job)s)",
     "select app.operator_grant(%(user)s, 100, 'mint-' || gen_random_uuid(), 'because')",
+    "select app._settle_rollover(%(user)s, gen_random_uuid())",
+    "select app._open_bucket(%(user)s, 100, 'admin_grant', 'mint:' || gen_random_uuid(), 'operator', null)",
     "select app.fail_and_refund(%(job)s, 'x')",
 ]
 

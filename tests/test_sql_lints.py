@@ -83,6 +83,8 @@ RELEASED = {
                               "constraint-missing-not-valid", "ban-drop-constraint"},
     "0023.safe_mail": {"constraint-missing-not-valid"},
     "0030.ledger_note": {"constraint-missing-not-valid"},
+    # the ledger's reason check is replaced by a wider one (added NOT VALID, validated by 0073)
+    "0070.credit_buckets": {"ban-drop-constraint"},
 }
 # `flask migrate` sets lock_timeout and statement_timeout itself (web/migrate.py), and a
 # 32-bit counter column is a choice, not a hazard

@@ -104,7 +104,7 @@ def test_sg_app_cannot_store_a_forged_event(admin, customer, connect):
     ("app.apply_stripe_event(%s)", ("evt_x",)),
     ("app.replay_stripe_events()", ()),
     ("app.apply_stripe_subscription(%s, now())", ("{}",)),
-    ("app.reset_credits(gen_random_uuid(), 5, 'renewal', 'k', now(), now())", ()),
+    ("app.renew_credits(gen_random_uuid(), 5, 'renewal', 'k', now(), now())", ()),
 ])
 def test_sg_app_may_not_call_the_functions_that_move_money_or_state(connect, function, args):
     with pytest.raises(psycopg.Error) as denied:
@@ -201,7 +201,9 @@ def test_a_renewal_with_proration_lines_first_resets_to_the_new_plan_for_the_rig
     renewal = invoice_paid(customer.customer, customer.sub, PRICES["pro"], renewal_start, reason="subscription_cycle",
                            lines_before=prorations)
     assert post(client, renewal).get_json()["outcome"] == "applied"
-    assert balance(admin, customer.id) == 100 == ledger_sum(admin, customer.id)
+    assert [g for g in ledger(admin, customer.id) if g[0] == "renewal"] == [("renewal", 100)]
+    # Pro's 100, Starter's unused 20 rolled over, the signup credits (a month left)
+    assert balance(admin, customer.id) == 100 + 20 + 5 == ledger_sum(admin, customer.id)
     renewal_rows = admin.execute("select period_start from credit_ledger where user_id = %s and reason = 'renewal'",
                                  (customer.id,)).fetchall()
     assert [int(r["period_start"].timestamp()) for r in renewal_rows] == [renewal_start]
@@ -214,7 +216,9 @@ def test_old_shape_renewal_with_prorations_first(client, admin, customer):
                                      reason="subscription_cycle",
                                      lines_before=[old_proration_line(PRICES["starter"], -300, start, start + MONTH)])
     post(client, renewal)
-    assert balance(admin, customer.id) == 500
+    # Agency's 500, Starter's unused 20 rolled over, and the signup credits (a month left)
+    assert balance(admin, customer.id) == 500 + 20 + 5
+    assert [g for g in ledger(admin, customer.id) if g[0] == "renewal"] == [("renewal", 500)]
 
 
 def test_an_upgrade_invoice_grants_the_difference_once_and_changes_no_plan(client, admin, customer, connect):
@@ -234,14 +238,18 @@ def test_an_upgrade_invoice_grants_the_difference_once_and_changes_no_plan(clien
     assert (state["tier"], int(state["current_period_start"].timestamp())) == ("pro", start)
 
 
-def test_an_upgrade_arriving_after_the_next_renewal_grants_nothing(client, admin, customer):
+def test_an_upgrade_arriving_after_the_next_renewal_only_tops_up_its_rollover(client, admin, customer):
     start = int(time.time()) - MONTH
     post(client, invoice_paid(customer.customer, customer.sub, PRICES["starter"], start, created=start))
     post(client, invoice_paid(customer.customer, customer.sub, PRICES["pro"], start + MONTH, reason="subscription_cycle"))
     late = upgrade_invoice_paid(customer.customer, customer.sub, PRICES["starter"], PRICES["pro"], start + 86400,
                                 start + MONTH)
     post(client, late)
-    assert balance(admin, customer.id) == 100 == ledger_sum(admin, customer.id)
+    # granted already over (its period ended), its 80 roll into the renewal as they would have
+    # in order: Starter's 20 + the upgrade's 80, capped at one Pro allowance (100)
+    assert sorted(g for g in ledger(admin, customer.id) if g[0] in ("upgrade_grant", "rollover")) == \
+        [("rollover", 20), ("rollover", 80), ("upgrade_grant", 80)]
+    assert balance(admin, customer.id) == 100 + 100 + 5 == ledger_sum(admin, customer.id)
 
 
 def test_a_downgrade_invoice_grants_nothing(client, admin, customer):
@@ -292,7 +300,9 @@ def test_an_invoice_of_another_subscription_waits_until_that_one_is_current(clie
     assert apply_read(worker, subscription(stray, customer.customer, PRICES["starter"], "active", start)) == "synced"
     state = row(admin, customer.id)
     assert (state["tier"], state["stripe_subscription_id"]) == ("starter", stray)
-    assert balance(admin, customer.id) == 20 == ledger_sum(admin, customer.id)
+    # the Agency credits stay until their period ends (issue 19: a downgrade keeps granted buckets)
+    assert [g for g in ledger(admin, customer.id) if g[0] == "renewal"] == [("renewal", 20)]
+    assert balance(admin, customer.id) == 500 + 20 + 5 == ledger_sum(admin, customer.id)
     assert admin.execute("select processed_at is not null as done from stripe_events where id = %s",
                          (renewal["id"],)).fetchone()["done"]
 
@@ -456,6 +466,7 @@ def test_an_idle_free_account_gets_one_reset_on_its_anchor_day(admin, make_user,
     admin.execute("update subscriptions set period_anchor = now() - interval '4 months 2 days', "
                   "current_period_start = now() - interval '4 months 2 days', "
                   "current_period_end = now() - interval '3 months 2 days' where user_id = %s", (uid,))
+    admin.execute("update credit_buckets set expires_at = now() - interval '3 months 2 days' where user_id = %s", (uid,))
     worker = connect("sg_worker")
     assert worker.execute("select app.renew_free_subscriptions() as n").fetchone()["n"] >= 1
     assert worker.execute("select app.renew_free_subscriptions() as n").fetchone()["n"] == 0

@@ -215,6 +215,62 @@ def checkout_url(user_id, tier: str) -> str:
     return session.url
 
 
+# -- top-up packs -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pack:
+    pack: str
+    name: str
+    credits: int
+    price_cents: int
+    stripe_price_id: str | None
+
+
+def packs() -> list[dict]:
+    """The packs on sale, cheapest first (app.credit_packs)."""
+    with db.tx() as cur:
+        cur.execute("select * from app.credit_packs()")
+        return cur.fetchall()
+
+
+def pack_for_sale(name) -> Pack:
+    """A pack Stripe can sell: 422 for a name that is no pack, 503 when its price is not configured."""
+    with db.tx() as cur:
+        cur.execute("select pack, name, credits, price_cents, stripe_price_id from credit_packs where pack = %s",
+                    (name if isinstance(name, str) else None,))
+        row = cur.fetchone()
+    if row is None:
+        with db.tx() as cur:
+            cur.execute("select pack from credit_packs order by sort_order")
+            names = [r["pack"] for r in cur.fetchall()]
+        raise ApiError(422, f"pack: must be one of {', '.join(names)}", field="pack")
+    if not row["stripe_price_id"]:
+        raise ApiError(503, f"Billing is not configured: STRIPE_PRICE_{row['pack'].upper()} is not set.",
+                       {"Retry-After": RETRY_AFTER_MISCONFIGURED})
+    return Pack(**row)
+
+
+def buy_pack_url(user_id, name: str) -> str:
+    """Start a Checkout (mode=payment) for a pack of credits, on any plan (a verified address
+    required); where to send the browser. The credits come with Stripe's signed, paid
+    checkout event (sql/54_packs.sql), once per session, however often it is delivered."""
+    chosen = pack_for_sale(name)
+    who = account(user_id)
+    if not who.is_verified:
+        raise ApiError(403, "Verify your email address before buying credits (check your inbox, or ask for a new link).")
+    customer_id = ensure_customer(user_id)
+    metadata = {"user_id": str(user_id), "pack": chosen.pack}
+    with stripe_errors():
+        session = client().v1.checkout.sessions.create(
+            params={"mode": "payment", "customer": customer_id, "client_reference_id": str(user_id),
+                    "line_items": [{"price": chosen.stripe_price_id, "quantity": 1}],
+                    "metadata": metadata, "payment_intent_data": {"metadata": metadata},
+                    "success_url": public_url("/billing/success?session_id={CHECKOUT_SESSION_ID}"),
+                    "cancel_url": public_url("/billing/canceled")},
+            options={"idempotency_key": f"pack-{user_id}-{uuid.uuid4()}"})
+    return session.url
+
+
 # -- changing a live subscription ---------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -159,6 +159,7 @@ def secret_key() -> str:
 
 # The local test mode's prices, created at the simulator and configured in `plans`
 SIMULATED_PRICES = {"starter": 900, "pro": 2900, "agency": 9900}
+SIMULATED_PACKS = {"pack_10": (500, "10 credits"), "pack_50": (2000, "50 credits"), "pack_200": (7000, "200 credits")}
 
 
 def stripe_simulator(bind: str) -> tuple[dict[str, str], subprocess.Popen | None]:
@@ -173,6 +174,10 @@ def stripe_simulator(bind: str) -> tuple[dict[str, str], subprocess.Popen | None
                "--webhook", f"http://{bind}/v1/billing/webhook={webhook_secret}"]
     command += [arg for tier, amount in SIMULATED_PRICES.items()
                 for arg in ("--price", f"{prices[tier]}:{amount}:{tier.title()}")]
+    # the top-up packs' one-time prices (migrations/0071)
+    pack_prices = {pack: f"price_local_{pack}" for pack in SIMULATED_PACKS}
+    command += [arg for pack, (amount, name) in SIMULATED_PACKS.items()
+                for arg in ("--one-time-price", f"{pack_prices[pack]}:{amount}:{name}")]
     DATA.mkdir(exist_ok=True)
     simulator = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     base_url = simulator.stdout.readline().strip()
@@ -182,6 +187,7 @@ def stripe_simulator(bind: str) -> tuple[dict[str, str], subprocess.Popen | None
     settings = {"BILLING_MODE": "test", "STRIPE_SECRET_KEY": "sk_test_simulator", "STRIPE_API_BASE": base_url,
                 "STRIPE_WEBHOOK_SECRET": webhook_secret}
     settings.update({f"STRIPE_PRICE_{tier.upper()}": price for tier, price in prices.items()})
+    settings.update({f"STRIPE_PRICE_{pack.upper()}": price for pack, price in pack_prices.items()})
     return settings, simulator
 
 

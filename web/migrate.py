@@ -237,12 +237,18 @@ def _apply_sql_layer(conn: psycopg.Connection, sql_dir: Path, reapply: bool) -> 
 
 
 def _sync_stripe_prices(conn: psycopg.Connection, environ) -> None:
-    """plans.stripe_price_id comes from STRIPE_PRICE_<TIER> when set (rows written only when different)."""
+    """plans.stripe_price_id comes from STRIPE_PRICE_<TIER> when set, credit_packs' from
+    STRIPE_PRICE_<PACK> (e.g. STRIPE_PRICE_PACK_10), rows written only when different."""
     for tier in ("starter", "pro", "agency"):
         price = environ.get(f"STRIPE_PRICE_{tier.upper()}")
         if price:
             conn.execute("update plans set stripe_price_id = %s where tier = %s and stripe_price_id is distinct from %s",
                          (price, tier, price))
+    for (pack,) in conn.execute("select pack from credit_packs").fetchall():
+        price = environ.get(f"STRIPE_PRICE_{pack.upper()}")
+        if price:
+            conn.execute("update credit_packs set stripe_price_id = %s where pack = %s "
+                         "and stripe_price_id is distinct from %s", (price, pack, price))
 
 
 def webhook_secrets(environ) -> list[str]:

@@ -48,6 +48,9 @@ UUID = {"type": "string", "format": "uuid"}
 # text fields must carry something besides white space
 TEXT = {"type": "string", "pattern": r"\S"}
 
+BUCKET_ID = "3c1d9e7a-52b4-4f0e-9a61-7be2c8d4f015"
+PACK_BUCKET_ID = "8e2f4a6b-1c3d-4e5f-a7b9-0c1d2e3f4a5b"
+MOVEMENT_ID = "5b7c9d1e-3f5a-4b7c-9d1e-3f5a7b9c1d3e"
 USER_EXAMPLE = {"id": USER_ID, "email": "ada@example.com", "full_name": "Ada Lovelace", "is_verified": True,
                 "tier": "pro", "credits_remaining": 97}
 TOKEN_PAIR_EXAMPLE = {"access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI2ZjFj…",
@@ -313,12 +316,81 @@ SCHEMAS = {
             next_before={"type": ["string", "null"], "format": "uuid",
                          "description": "pass as `before` for the next page; null on the last"})),
     "Credits": described(
-        "Your plan and this period's credits.",
-        {"tier": "pro", "status": "active", "credits_total": 100, "credits_used": 3, "credits_remaining": 97,
-         "renews_at": PERIOD_END},
-        obj(["tier", "status", "credits_total", "credits_used", "credits_remaining", "renews_at"],
+        "Your plan, this period's credits, and every bucket of credits left to spend.",
+        {"tier": "pro", "status": "active", "credits_total": 100, "credits_used": 3, "credits_remaining": 107,
+         "renews_at": PERIOD_END,
+         "buckets": [{"id": BUCKET_ID, "source": "renewal", "amount": 100, "remaining": 97, "expires_at": PERIOD_END},
+                     {"id": PACK_BUCKET_ID, "source": "pack", "amount": 10, "remaining": 10,
+                      "expires_at": "2027-12-01T09:30:00+00:00"}],
+         "expiring_soon": None},
+        obj(["tier", "status", "credits_total", "credits_used", "credits_remaining", "renews_at", "buckets",
+             "expiring_soon"],
             tier={"enum": TIERS}, status=STRING, credits_total={"type": "integer"},
-            credits_used={"type": "integer"}, credits_remaining={"type": "integer"}, renews_at=DATETIME)),
+            credits_used={"type": "integer"}, credits_remaining={"type": "integer"}, renews_at=DATETIME,
+            buckets={"type": "array", "description": "credits left to spend, in the order videos take them "
+                                                     "(soonest expiry first)", "items": ref("CreditBucket")},
+            expiring_soon={"description": "credits that expire within 7 days (null: none)",
+                           "oneOf": [{"type": "null"}, obj(
+                               ["credits", "first_expires_at", "within_days"], credits={"type": "integer"},
+                               first_expires_at=DATETIME, within_days={"type": "integer"})]})),
+    "CreditBucket": described(
+        "One grant of credits: where it came from, what is left, when it expires.",
+        {"id": BUCKET_ID, "source": "pack", "amount": 50, "remaining": 12, "expires_at": "2027-12-01T09:30:00+00:00"},
+        obj(["id", "source", "amount", "remaining", "expires_at"], id=UUID,
+            source={"enum": ["signup", "plan", "upgrade", "renewal", "rollover", "pack", "referral", "operator",
+                             "refund", "opening"]},
+            amount={"type": "integer"}, remaining={"type": "integer", "minimum": 1},
+            expires_at={"type": ["string", "null"], "format": "date-time", "description": "null: never expires"})),
+    "CreditStatement": described(
+        "Every credit movement, oldest first, with its bucket and the balance after it.",
+        {"movements": [{"id": MOVEMENT_ID, "at": NOW, "reason": "render", "description": "Video: “Octopus hearts”",
+                        "delta": -1, "balance_after": 96,
+                        "bucket": {"id": BUCKET_ID, "source": "renewal", "expires_at": PERIOD_END},
+                        "job_id": JOB_ID}], "truncated": False},
+        obj(["movements", "truncated"],
+            truncated={"type": "boolean", "description": "true when the window holds more than 5000 movements"},
+            movements={"type": "array", "items": obj(
+                ["id", "at", "reason", "description", "delta", "balance_after", "bucket", "job_id"], id=UUID,
+                at=DATETIME, reason=STRING, description=STRING, delta={"type": "integer"},
+                balance_after={"type": "integer"}, job_id={"type": ["string", "null"], "format": "uuid"},
+                bucket={"oneOf": [{"type": "null"}, obj(["id", "source", "expires_at"], id=UUID, source=STRING,
+                                                         expires_at={"type": ["string", "null"],
+                                                                     "format": "date-time"})]})})),
+    "BalanceAt": described(
+        "The balance at a past moment, from the ledger.", {"at": NOW, "credits_remaining": 96},
+        obj(["at", "credits_remaining"], at=DATETIME, credits_remaining={"type": "integer"})),
+    "Packs": described(
+        "The credit packs on sale; bought credits last 12 months.",
+        {"packs": [{"pack": "pack_10", "name": "10 credits", "credits": 10, "price_cents": 500, "price": "$5.00",
+                    "on_sale": True}], "expires_after_months": 12},
+        obj(["packs", "expires_after_months"], expires_after_months={"type": "integer"}, packs={
+            "type": "array", "items": obj(["pack", "name", "credits", "price_cents", "price", "on_sale"],
+                                          pack=STRING, name=STRING, credits={"type": "integer"},
+                                          price_cents={"type": "integer"}, price=STRING,
+                                          on_sale={"type": "boolean"})})),
+    "BuyPackRequest": described("The pack to buy.", {"pack": "pack_50"},
+                                obj(["pack"], pack={"enum": ["pack_10", "pack_50", "pack_200"]})),
+    "AutoTopUp": described(
+        "Your automatic top-up: a pack bought with your saved card when a video leaves fewer credits than the "
+        "threshold.",
+        {"enabled": True, "pack": "pack_50", "threshold": 5, "min_hours_between": 24, "max_per_month": 3,
+         "disabled_reason": None, "bought_this_month": 1, "last_attempt_at": NOW},
+        obj(["enabled", "pack", "threshold", "min_hours_between", "max_per_month", "disabled_reason",
+             "bought_this_month", "last_attempt_at"],
+            enabled={"type": "boolean"}, pack={"type": ["string", "null"]}, threshold={"type": ["integer", "null"]},
+            min_hours_between={"type": "integer"}, max_per_month={"type": "integer"},
+            disabled_reason={"type": ["string", "null"], "description": "why we turned it off (a failed payment)"},
+            bought_this_month={"type": "integer"},
+            last_attempt_at={"type": ["string", "null"], "format": "date-time"})),
+    "AutoTopUpRequest": described(
+        "Automatic top-up on or off, which pack, below how many credits, and how often at most.",
+        {"enabled": True, "pack": "pack_50", "threshold": 5, "min_hours_between": 24, "max_per_month": 3},
+        obj(["enabled", "pack", "threshold"], enabled={"type": "boolean"},
+            pack={"enum": ["pack_10", "pack_50", "pack_200"]},
+            threshold={"type": "integer", "minimum": 1, "maximum": 1000,
+                       "description": "buy when a video leaves fewer credits than this"},
+            min_hours_between={"type": "integer", "minimum": 1, "maximum": 720, "default": 24},
+            max_per_month={"type": "integer", "minimum": 1, "maximum": 31, "default": 3})),
     "Usage": described(
         "Your billable actions, newest first.",
         {"usage": [{"action": "render", "credits": 1, "job_id": JOB_ID, "timestamp": NOW}]},
@@ -741,6 +813,21 @@ PATHS = {
     "/v1/user/credits": {"get": operation("Plan and balance", 200, ref("Credits"), [], op_id="getCredits",
                                           tag="account",
                                           description="Your plan, this period's credits and when they renew.")},
+    "/v1/credits/statement": {"get": operation(
+        "Every credit movement with its bucket and running balance", 200, ref("CreditStatement"), [422],
+        op_id="getCreditStatement", params=[
+            query("from", {"type": "string", "format": "date-time"}, "from this moment (inclusive)", NOW),
+            query("to", {"type": "string", "format": "date-time"}, "until this moment (exclusive)", PERIOD_END),
+            query("kind", {"enum": ["granted", "spent", "refunded", "expired"]}, "only these movements", "spent")],
+        tag="account",
+        description="Grants, videos, refunds, rollovers, expiries and clawbacks, oldest first; each names the "
+                    "bucket it moved and the balance after it (the true running balance, whatever the window).")},
+    "/v1/credits/balance": {"get": operation(
+        "The balance at a past moment", 200, ref("BalanceAt"), [422], op_id="getBalanceAt",
+        params=[{**query("at", {"type": "string", "format": "date-time"}, "the moment (ISO 8601, not in the future)",
+                         NOW), "required": True}], tag="account",
+        description="Answered from the ledger alone: every movement up to `at`, less credits whose expiry had "
+                    "come by then.")},
     "/v1/user/usage": {"get": operation("Billable actions", 200, ref("Usage"), [422], op_id="listUsage", params=[
         query("days", {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}, "how far back", 30)],
         tag="account", description="Every credit spent or refunded in the last `days` days.")},
@@ -752,6 +839,23 @@ PATHS = {
         op_id="createCheckoutSession", body="CheckoutRequest", tag="billing",
         description="Opens Stripe Checkout for a first paid plan. 409 when a subscription is already live "
                     "(change it with `changePlan`).")},
+    "/v1/billing/packs": {"get": operation(
+        "Credit packs on sale", 200, ref("Packs"), [], op_id="listCreditPacks", auth=False, tag="billing",
+        description="Packs of credits to buy on any plan; bought credits last 12 months.")},
+    "/v1/billing/buy-pack": {"post": operation(
+        "Start a Stripe Checkout for a credit pack", 200, ref("CheckoutSession"), [503], op_id="buyCreditPack",
+        body="BuyPackRequest", tag="billing",
+        description="Opens Stripe Checkout (a one-off payment) for a pack, on any plan; a confirmed address is "
+                    "needed (403). The credits arrive once Stripe says it is paid.")},
+    "/v1/billing/auto-top-up": {
+        "get": operation("Your automatic top-up setting", 200, ref("AutoTopUp"), [], op_id="getAutoTopUp",
+                         tag="billing", description="Whether a pack is bought for you when credits run low."),
+        "put": operation(
+            "Set automatic top-up", 200, ref("AutoTopUp"), [], op_id="setAutoTopUp", body="AutoTopUpRequest",
+            tag="billing",
+            description="Paid plans (403 otherwise): buy the pack off-session with your saved card when a video "
+                        "leaves fewer credits than the threshold, at most once per `min_hours_between` hours and "
+                        "`max_per_month` times a month. A failed payment turns it off and emails you.")},
     "/v1/billing/portal": {"get": operation(
         "Open the Stripe customer portal", 200, ref("PortalSession"), [404], op_id="openBillingPortal",
         tag="billing", description="A link to Stripe's portal for cards and invoices; 404 before a first payment.")},

@@ -32,6 +32,9 @@ SUBJECTS = {
     "two_factor_enabled": "Two-factor sign-in is on for your Story Genius account",
     "two_factor_disabled": "Two-factor sign-in is off for your Story Genius account",
     "password_changed": "Your Story Genius password was changed",
+    "low_balance": "Your Story Genius credits are running low",
+    "credits_expiring": "Some of your Story Genius credits expire soon",
+    "auto_top_up_failed": "Your Story Genius automatic top-up failed and is now off",
     "webhook_disabled": "A Story Genius webhook endpoint was turned off",
 }
 LINK_PATHS = {"verify": "/verify", "reset": "/reset"}

@@ -258,6 +258,9 @@ LOGIN_ATTEMPT_PURGE_CRON = "40 * * * *"
 SWEEP_CRON = "*/5 * * * *"
 # kept Idempotency-Key answers past their 24 hours, and finished rate-limit windows
 API_BOOKKEEPING_PURGE_CRON = "*/10 * * * *"
+# Credit buckets stop counting at their expiry at once (read time); this records it in the
+# ledger soon after, and gives free accounts their new period's credits (sql/31_buckets.sql).
+CREDIT_EXPIRY_CRON = "* * * * *"
 # A job is stranded when no worker has touched it for this long (renders report progress
 # several times a minute) and it has no queue entry.
 SWEEP_STALE_AFTER = timedelta(minutes=10)
@@ -288,6 +291,14 @@ def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
     async def purge_api_bookkeeping(schedule) -> None:
         log.info("API bookkeeping: %d expired idempotency answers and %d rate-limit windows forgotten",
                  await call("purge_idempotency_keys"), await call("purge_rate_limit_windows"))
+    @pgq.schedule("expire_credits", CREDIT_EXPIRY_CRON)
+    async def expire_credits(schedule) -> None:
+        expired = await call("expire_credit_buckets")
+        if expired:
+            log.info("credit expiry: %d bucket(s) expired", expired)
+        noticed = await call("notify_expiring_credits")
+        if noticed:
+            log.info("credit expiry: %d expiring-soon mail(s) queued", noticed)
 
     @pgq.schedule("sweep_stranded_jobs", SWEEP_CRON)
     async def sweep_stranded_jobs(schedule) -> None:

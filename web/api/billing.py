@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import jsonify, request
 
 from .. import billing, db
+from ..errors import ApiError
 from . import api, require_auth
 from .auth import user_tx
-from .validation import json_body, string_field
+from .validation import int_field, json_body, string_field
 
 
 def plans_json(rows: list[dict]) -> list[dict]:
@@ -70,6 +71,53 @@ def change_json(change: billing.Change):
     if change.checkout_url:
         body["checkout_url"] = change.checkout_url
     return jsonify(body), 202
+
+
+@api.get("/billing/packs")
+def packs():
+    return jsonify(packs=[{"pack": r["pack"], "name": r["name"], "credits": r["credits"],
+                           "price_cents": r["price_cents"], "price": f"${r['price_cents'] / 100:.2f}",
+                           "on_sale": r["on_sale"]} for r in billing.packs()],
+                   expires_after_months=12)
+
+
+@api.post("/billing/buy-pack")
+@require_auth
+def buy_pack():
+    pack = string_field(json_body(), "pack", max_length=50)
+    return jsonify(checkout_url=billing.buy_pack_url(_current_user_id(), pack))
+
+
+def auto_top_up_json(row: dict | None) -> dict:
+    if row is None:
+        return {"enabled": False, "pack": None, "threshold": None, "min_hours_between": 24, "max_per_month": 3,
+                "disabled_reason": None, "bought_this_month": 0, "last_attempt_at": None}
+    return {**row, "last_attempt_at": _iso(row["last_attempt_at"])}
+
+
+@api.get("/billing/auto-top-up")
+@require_auth
+def get_auto_top_up():
+    with user_tx() as cur:
+        cur.execute("select * from app.auto_top_up()")
+        return jsonify(auto_top_up_json(cur.fetchone()))
+
+
+@api.put("/billing/auto-top-up")
+@require_auth
+def put_auto_top_up():
+    body = json_body()
+    enabled = body.get("enabled")
+    if not isinstance(enabled, bool):
+        raise ApiError(422, "enabled: must be true or false", field="enabled")
+    pack = string_field(body, "pack", max_length=50)
+    threshold = int_field(body, "threshold", minimum=1, maximum=1000)
+    hours = int_field(body, "min_hours_between", default=24, minimum=1, maximum=720)
+    per_month = int_field(body, "max_per_month", default=3, minimum=1, maximum=31)
+    with user_tx() as cur:
+        cur.execute("select app.set_auto_top_up(%s, %s, %s, %s, %s)", (enabled, pack, threshold, hours, per_month))
+        cur.execute("select * from app.auto_top_up()")
+        return jsonify(auto_top_up_json(cur.fetchone()))
 
 
 @api.post("/billing/change-plan")

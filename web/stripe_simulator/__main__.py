@@ -1,7 +1,7 @@
 """`python -m web.stripe_simulator`: the simulator as its own process (local test mode).
 
     python -m web.stripe_simulator --port 12111 --state-file .data/stripe-simulator.json \\
-        --price price_starter_local:900:Starter --webhook http://127.0.0.1:8000/v1/billing/webhook=whsec_…
+        --price price_starter_local:900:Starter --one-time-price price_pack_10_local:500:"10 credits" --webhook http://127.0.0.1:8000/v1/billing/webhook=whsec_…
 
 It listens on loopback only (it accepts any `sk_test_` key, so it must not be reachable
 from elsewhere), prints its base URL on the first line of output, and runs until
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-file", help="load state from and save it to this JSON file")
     parser.add_argument("--price", type=_price, action="append", default=[], metavar="ID:AMOUNT:NAME",
                         help="a monthly usd price with this id (repeatable)")
+    parser.add_argument("--one-time-price", type=_price, action="append", default=[], metavar="ID:AMOUNT:NAME",
+                        help="a one-time usd price with this id, e.g. a credit pack (repeatable)")
     parser.add_argument("--webhook", type=_webhook, action="append", default=[], metavar="URL=SECRET",
                         help="POST every event there, signed with SECRET (repeatable)")
     args = parser.parse_args(argv)
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     base_url = sim.start(args.host, args.port)
     for price_id, amount, name in args.price:
         sim.ensure_price(price_id, unit_amount=amount, product_name=name)
+    for price_id, amount, name in args.one_time_price:
+        sim.ensure_price(price_id, unit_amount=amount, product_name=name, interval=None)
     known = {e["url"] for e in sim.objects["webhook_endpoint"].values()}
     for url, secret in args.webhook:
         if url not in known:  # a restart with the same state file keeps its endpoints

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import shapes
 from .core import PRIVATE, SimulatorError
-from .params import allow, choice, integer, invalid, listed, metadata, require, string, text
+from .params import allow, boolean, card_declined, choice, integer, invalid, listed, metadata, require, string, text
 
 OUTCOMES = ("paid", "declined", "delayed")
 DECLINED = "Your card was declined. Try a different card."
@@ -268,6 +268,61 @@ class Payments:
             self.api_subscriptions_update(sub_id, {"cancel_at_period_end": "true" if action == "cancel" else "false"})
 
     # -- one-off payments -----------------------------------------------------------------
+
+    def api_payment_intents_create(self, p: dict) -> dict:
+        """A PaymentIntent; with `confirm` and a saved card, charged at once (off-session
+        too). A declined card answers 402 `card_declined` with the PaymentIntent in the error
+        (status requires_payment_method) and emits payment_intent.payment_failed, as Stripe does."""
+        allow(p, ("amount", "currency", "customer", "payment_method", "confirm", "off_session", "metadata",
+                  "description", "payment_method_types", "setup_future_usage", "error_on_requires_action",
+                  "statement_descriptor_suffix", "receipt_email"))
+        amount = integer(require(p, "amount"), "amount", 50, 99_999_999)
+        currency = choice(require(p, "currency"), "currency", ("usd", "eur", "gbp"))
+        customer = self._customer(p["customer"], "customer") if p.get("customer") else None
+        method = None
+        if p.get("payment_method"):
+            method = self._get("payment_method", p["payment_method"], "payment_method")
+            if method["customer"] != (customer["id"] if customer else None):
+                raise invalid(f"The payment method {method['id']} does not belong to the customer.",
+                              param="payment_method")
+        confirm = boolean(p.get("confirm", "false"), "confirm")
+        off_session = boolean(p.get("off_session", "false"), "off_session") if "off_session" in p else False
+        if off_session and not confirm:
+            raise invalid("`off_session` can only be used with `confirm=true`.", param="off_session")
+        if confirm and method is None:
+            raise invalid("You cannot confirm this PaymentIntent because it's missing a payment method.",
+                          code="payment_intent_unexpected_state")
+        intent = self._store("payment_intent", shapes.payment_intent(
+            shapes.new_id("pi_"), self.now(), amount, currency, customer["id"] if customer else None,
+            metadata(p.get("metadata", {})), text(p, "description")))
+        self._emit("payment_intent.created", intent)
+        if not confirm:
+            return self._render(intent)
+        charge = self._store("charge", shapes.charge(
+            shapes.new_id("ch_"), self.now(), amount, currency, intent["customer"], intent["id"], method["id"],
+            "card", dict(intent["metadata"]), intent["description"]))
+        intent.update(payment_method=method["id"], latest_charge=charge["id"])
+        if customer.get(PRIVATE + "failing"):
+            intent.update(status="requires_payment_method", last_payment_error={
+                "code": "card_declined", "decline_code": "generic_decline", "message": "Your card was declined.",
+                "payment_method": self._render(method), "type": "card_error"})
+            charge.update(status="failed", failure_code="card_declined", failure_message="Your card was declined.",
+                          outcome={"network_status": "declined_by_network", "reason": "generic_decline",
+                                   "risk_level": "normal", "seller_message": "The bank did not approve this charge.",
+                                   "type": "issuer_declined"})
+            self._emit("charge.failed", charge)
+            self._emit("payment_intent.payment_failed", intent)
+            raise card_declined(payment_intent=self._render(intent), charge=charge["id"])
+        self._charge_settled(intent, charge, True)
+        return self._render(intent)
+
+    def api_payment_methods_list(self, p: dict) -> dict:
+        """A customer's saved payment methods, newest first (`customer` required here)."""
+        customer = self._customer(require(p, "customer"), "customer")
+        p.pop("customer")
+        if "type" in p:
+            choice(p.pop("type"), "type", ("card",))
+        return self._page("payment_method", p, "/v1/payment_methods", lambda m: m["customer"] == customer["id"])
 
     def api_refunds_create(self, p: dict) -> dict:
         allow(p, ("payment_intent", "charge", "amount", "reason", "metadata"))

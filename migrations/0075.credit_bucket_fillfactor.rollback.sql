@@ -1,0 +1,1 @@
+alter table credit_buckets reset (fillfactor);
