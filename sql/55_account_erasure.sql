@@ -22,7 +22,9 @@
 --   kept,     login, reset and signup attempts under the tombstone's address, so the
 --   anonymous per-network signup limit (38_signup.sql) still counts this signup
 --   kept      ledger, usage, subscription (balance cache, Stripe ids: pseudonyms whose
---             customer at Stripe is scrubbed and whose subscription is canceled first)
+--             customer at Stripe is scrubbed and whose subscription is canceled first),
+--             credit buckets and pack purchases (the books); auto top-up is turned off and a
+--             purchase still waiting is dropped, so nothing charges the card again
 --   scrubbed  stored Stripe events of the user's customer: names, addresses, emails and
 --             phones are nulled wherever they occur (amounts and ids stay), now and for
 --             every event that arrives later
@@ -201,6 +203,12 @@ begin
   delete from public.referral_codes r where r.user_id = uid;
   -- stored answers to repeated API requests (their bodies name topics, titles, keys)
   delete from public.idempotency_keys i where i.user_id = uid;
+  -- nothing may charge the card again: auto top-up off, a purchase still waiting dropped
+  -- (the worker's app.auto_top_up_job then finds nothing to charge)
+  update public.auto_top_up a set enabled = false, disabled_reason = 'Account deleted.', updated_at = now()
+   where a.user_id = uid;
+  update public.auto_top_up_attempts t set status = 'failed', error = 'Account deleted.', finished_at = now()
+   where t.user_id = uid and t.status = 'pending';
   delete from public.payment_fingerprints p where p.user_id = uid;
   update public.login_attempts a set email = tombstone, device_id = null
    where a.user_id = uid or lower(a.email) = lower(account.email);

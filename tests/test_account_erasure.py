@@ -141,6 +141,11 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     admin.execute("insert into referral_codes (user_id, code, last_seen_ip) values (%s, %s, '203.0.113.9')",
                   (user.id, uuid.uuid4().hex[:10]))
     admin.execute("insert into payment_fingerprints (user_id, fingerprint) values (%s, 'fp_erasable')", (user.id,))
+    # auto top-up on, with a purchase waiting for the worker
+    pack = admin.execute("select pack from credit_packs order by sort_order limit 1").fetchone()["pack"]
+    admin.execute("insert into auto_top_up (user_id, enabled, pack, threshold) values (%s, true, %s, 5)", (user.id, pack))
+    waiting = admin.execute("insert into auto_top_up_attempts (user_id, pack) values (%s, %s) returning id",
+                            (user.id, pack)).fetchone()["id"]
     # a webhook endpoint of theirs (its address names them), subscribed to plan changes
     admin.execute("insert into webhook_endpoints (user_id, url, event_types, secret) values "
                   "(%s, %s, '{subscription.updated,render.completed}', 'whsec_customer')",
@@ -185,6 +190,9 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     assert [e for e in events if e["processed_at"] is None or e["error"]] == []
     assert admin.execute("select status from subscriptions where user_id = %s", (user.id,)).fetchone()["status"] \
         == "canceled"
+    # nothing charges the card again
+    assert admin.execute("select enabled from auto_top_up where user_id = %s", (user.id,)).fetchone()["enabled"] is False
+    assert env.worker.execute("select * from app.auto_top_up_job(%s)", (waiting,)).fetchall() == []
     # the endpoint and its events went, and the cancellation sent the ex-customer nothing
     for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts", "brands",
                   "referral_codes", "payment_fingerprints", "idempotency_keys"):
