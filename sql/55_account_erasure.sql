@@ -32,6 +32,10 @@
 -- Signing up again with the same address afterwards makes a new account with the usual
 -- signup grant: the tombstone keeps nothing to recognise the address by, and free-credit
 -- farming by erase-and-return meets the same per-network signup limits as new addresses.
+-- erasure deletes what these features keep about a person (app.erase_my_account below)
+set local role sg_owner;
+grant delete on public.referral_codes, public.payment_fingerprints, public.auto_top_up to sg_service;
+
 set local role sg_service;
 
 /**
@@ -213,6 +217,20 @@ begin
   update public.login_attempts a set email = tombstone, device_id = null
    where a.user_id = uid or lower(a.email) = lower(account.email);
   delete from public.trusted_devices d where d.user_id = uid;
+  -- what the other features keep about the person: their logo and colours, webhook
+  -- endpoints (URLs, secrets) and deliveries (payloads name their videos), kept API answers,
+  -- their referral link (with the network it was last fetched from), card fingerprints and
+  -- auto top-up setting. Referral rows stay: they hold only ids, and the ledger's keys
+  -- name them.
+  delete from public.brands b where b.user_id = uid;
+  delete from public.webhook_attempts a where a.user_id = uid;
+  delete from public.webhook_deliveries d where d.user_id = uid;
+  delete from public.webhook_events e where e.user_id = uid;
+  delete from public.webhook_endpoints e where e.user_id = uid;
+  delete from public.idempotency_keys k where k.user_id = uid;
+  delete from public.referral_codes c where c.user_id = uid;
+  delete from public.payment_fingerprints f where f.user_id = uid;
+  delete from public.auto_top_up a where a.user_id = uid;
 
   -- a render running now may still write its video after this commits (its completion is
   -- then refused): the worker looks for those files again once such a render is over

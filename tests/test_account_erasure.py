@@ -216,6 +216,39 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     assert again["user"]["id"] != user.id and again["user"]["credits_remaining"] == 5
 
 
+def test_deleting_an_account_erases_what_the_other_features_keep(env):
+    """The logo and colours, webhook endpoints and their deliveries, kept API answers, the
+    referral link, card fingerprints and the auto top-up setting all go with the person."""
+    from .test_branding import logo_png, put_branding
+
+    admin = env.admin
+    user = new_user(env, tier="agency")
+    assert put_branding(user.client, user.auth, logo=(logo_png(), "logo.png", "image/png"),
+                        primary_colour="#10785a").status_code == 200
+    assert user.client.get("/v1/referrals", headers=user.auth).status_code == 200
+    assert user.client.post("/v1/shorts/generate", json={"platform": "tiktok", "topic": "kept answers"},
+                            headers={**user.auth, "Idempotency-Key": f"erase-{user.id}"}).status_code == 202
+    endpoint = admin.execute("insert into webhook_endpoints (user_id, url, event_types, secret) values "
+                             "(%s, 'https://hooks.example.org/erasable', array['render.completed'], 'whsec_x') "
+                             "returning id", (user.id,)).fetchone()["id"]
+    admin.execute("insert into payment_fingerprints (user_id, fingerprint) values (%s, %s)", (user.id, f"fp_{user.id}"))
+    admin.execute("insert into auto_top_up (user_id, enabled, pack, threshold) values (%s, true, 'pack_10', 5)",
+                  (user.id,))
+    tables = ("brands", "webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts",
+              "idempotency_keys", "referral_codes", "payment_fingerprints", "auto_top_up")
+    before = {t: admin.execute(f"select count(*) as n from {t} where user_id = %s", (user.id,)).fetchone()["n"]
+              for t in tables}
+    assert all(before[t] for t in ("brands", "webhook_endpoints", "idempotency_keys", "referral_codes",
+                                   "payment_fingerprints", "auto_top_up")), before
+
+    assert delete(user).status_code == 204
+    after = {t: admin.execute(f"select count(*) as n from {t} where user_id = %s", (user.id,)).fetchone()["n"]
+             for t in tables}
+    assert after == dict.fromkeys(tables, 0)
+    assert admin.execute("select count(*) as n from webhook_endpoints where id = %s", (endpoint,)).fetchone()["n"] == 0
+    assert invariant_violations(admin) == []
+
+
 def test_a_wrong_password_is_403_and_changes_nothing(env, media_root):
     user = new_user(env)
     video = make_video(env, user, media_root, "a quiet morning")
