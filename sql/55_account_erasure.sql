@@ -196,24 +196,6 @@ begin
   delete from public.api_keys k where k.user_id = uid;
   delete from public.email_tokens t where t.user_id = uid;
   delete from public.email_outbox o where o.user_id = uid;
-  -- the customer's own webhook endpoints (their URLs, secrets) and every event and delivery
-  -- for them; with no endpoint left, nothing is emitted for the account again
-  -- (app._emit_webhook), and a queued delivery finds nothing to send
-  delete from public.webhook_events w where w.user_id = uid;
-  delete from public.webhook_endpoints w where w.user_id = uid;
-  delete from public.brands b where b.user_id = uid;
-  -- the referral link (and where it was last fetched from) and the card fingerprints;
-  -- who referred whom stays, between two ids that name nobody
-  delete from public.referral_codes r where r.user_id = uid;
-  -- stored answers to repeated API requests (their bodies name topics, titles, keys)
-  delete from public.idempotency_keys i where i.user_id = uid;
-  -- nothing may charge the card again: auto top-up off, a purchase still waiting dropped
-  -- (the worker's app.auto_top_up_job then finds nothing to charge)
-  update public.auto_top_up a set enabled = false, disabled_reason = 'Account deleted.', updated_at = now()
-   where a.user_id = uid;
-  update public.auto_top_up_attempts t set status = 'failed', error = 'Account deleted.', finished_at = now()
-   where t.user_id = uid and t.status = 'pending';
-  delete from public.payment_fingerprints p where p.user_id = uid;
   update public.login_attempts a set email = tombstone, device_id = null
    where a.user_id = uid or lower(a.email) = lower(account.email);
   delete from public.trusted_devices d where d.user_id = uid;
@@ -231,6 +213,11 @@ begin
   delete from public.referral_codes c where c.user_id = uid;
   delete from public.payment_fingerprints f where f.user_id = uid;
   delete from public.auto_top_up a where a.user_id = uid;
+  -- with no webhook endpoint left nothing is emitted for the account again
+  -- (app._emit_webhook); a queued delivery finds nothing to send. A top-up purchase still
+  -- waiting is dropped, so the worker's app.auto_top_up_job finds nothing to charge.
+  update public.auto_top_up_attempts t set status = 'failed', error = 'Account deleted.', finished_at = now()
+   where t.user_id = uid and t.status = 'pending';
 
   -- a render running now may still write its video after this commits (its completion is
   -- then refused): the worker looks for those files again once such a render is over
@@ -365,9 +352,6 @@ grant execute on function app.export_my_account() to sg_app;
 
 -- The triggers belong to the tables' owner.
 set local role sg_owner;
-
--- app.erase_my_account (sg_service) deletes these; the files that own them grant less
-grant delete on public.referral_codes, public.payment_fingerprints to sg_service;
 
 select app._ensure_trigger('public.stripe_events', 'stripe_events_scrub_erased_customers',
   'CREATE TRIGGER stripe_events_scrub_erased_customers BEFORE INSERT ON public.stripe_events '

@@ -191,7 +191,7 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     assert admin.execute("select status from subscriptions where user_id = %s", (user.id,)).fetchone()["status"] \
         == "canceled"
     # nothing charges the card again
-    assert admin.execute("select enabled from auto_top_up where user_id = %s", (user.id,)).fetchone()["enabled"] is False
+    assert admin.execute("select count(*) as n from auto_top_up where user_id = %s", (user.id,)).fetchone()["n"] == 0
     assert env.worker.execute("select * from app.auto_top_up_job(%s)", (waiting,)).fetchall() == []
     # the endpoint and its events went, and the cancellation sent the ex-customer nothing
     for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts", "brands",
