@@ -14,7 +14,7 @@
 --   render.completed      a job completed                       render.completed:<job>
 --   render.failed         a job failed for good and was refunded render.failed:<job>
 --   batch.completed       every job of a batch finished         batch.completed:<batch>
---   credits.low           the balance fell to 20% of the plan   credits.low:<user>:<period start>:<total>
+--   credits.low           the balance fell to 20% of the period's credits  credits.low:<user>:<period start>:<total>
 --   credits.expiring      unused credits end within 3 days      credits.expiring:<user>:<period end>
 --   subscription.updated  plan, status or cancellation changed  subscription.updated:<user>:<transaction>
 --   payment.failed        Stripe could not take a payment       payment.failed:<invoice>
@@ -30,7 +30,6 @@ declare
 begin
   foreach tenant_table in array array['webhook_endpoints', 'webhook_events', 'webhook_deliveries',
                                          'webhook_attempts'] loop
-    -- changed only where they differ (sql/10_app.sql): a release leaves the tables unlocked
     perform app._ensure_forced_row_security(format('public.%I', tenant_table)::regclass);
     perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'users reach only their own rows',
       format($policy$
@@ -164,26 +163,23 @@ end
 $$;
 
 /**
- * credits.low when a balance falls to 20% of the plan's monthly credits (at least 1),
- * once per period and grant; subscription.updated once per transaction that changed the
- * plan, status or a scheduled change (deferred: the event carries the committed state).
+ * credits.low when a balance falls to 20% of this period's credits (at least 1), once per
+ * period and grant. The trigger's WHEN clause makes that test, so a spend that crosses
+ * nothing costs nothing more. subscription.updated (below) once per transaction that
+ * changed the plan, status or a scheduled change (deferred: the event carries the
+ * committed state).
  */
 create or replace function app._webhook_on_balance_change() returns trigger
 language plpgsql security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-  low integer;
 begin
-  select greatest(1, ceil(p.credits * 0.2))::integer into low from public.plans p where p.tier = new.tier;
-  if new.credits_remaining <= low and old.credits_remaining > low then
-    perform app._emit_webhook(new.user_id, 'credits.low',
-                              'credits.low:' || new.user_id || ':' || extract(epoch from new.current_period_start)
-                                || ':' || new.credits_total,
-                              jsonb_build_object('credits_remaining', new.credits_remaining,
-                                                 'credits_total', new.credits_total, 'tier', new.tier,
-                                                 'renews_at', new.current_period_end));
-  end if;
+  perform app._emit_webhook(new.user_id, 'credits.low',
+                            'credits.low:' || new.user_id || ':' || extract(epoch from new.current_period_start)
+                              || ':' || new.credits_total,
+                            jsonb_build_object('credits_remaining', new.credits_remaining,
+                                               'credits_total', new.credits_total, 'tier', new.tier,
+                                               'renews_at', new.current_period_end));
   return null;
 end
 $$;
@@ -215,29 +211,52 @@ grant execute on function app._webhook_on_job_finished(), app._webhook_on_balanc
 
 set local role sg_owner;
 
--- (re)created only when their text changes (sql/10_app.sql): dropping a trigger locks
--- jobs or subscriptions against every request until the release commits
-select app._ensure_trigger('public.jobs', 'webhook_on_job_finished', $trigger$
-create constraint trigger webhook_on_job_finished after update of status on public.jobs
-  deferrable initially deferred for each row
-  when (new.status in ('completed', 'failed') and old.status is distinct from new.status)
-  execute function app._webhook_on_job_finished()
-$trigger$);
+-- each (re)created only when it differs, as pg_get_triggerdef spells it: an unchanged
+-- trigger takes no lock on jobs or subscriptions
+select app._ensure_trigger('public.jobs', 'webhook_on_job_finished',
+  'CREATE CONSTRAINT TRIGGER webhook_on_job_finished AFTER UPDATE OF status ON public.jobs DEFERRABLE INITIALLY '
+  'DEFERRED FOR EACH ROW WHEN (((new.status = ANY (ARRAY[''completed''::text, ''failed''::text])) AND '
+  '(old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION app._webhook_on_job_finished()');
+select app._ensure_trigger('public.subscriptions', 'webhook_on_balance_change',
+  'CREATE TRIGGER webhook_on_balance_change AFTER UPDATE OF credits_remaining ON public.subscriptions FOR EACH ROW '
+  'WHEN (((new.credits_remaining <= GREATEST(1, ((new.credits_total + 4) / 5))) AND (old.credits_remaining > '
+  'GREATEST(1, ((new.credits_total + 4) / 5))))) EXECUTE FUNCTION app._webhook_on_balance_change()');
+select app._ensure_trigger('public.subscriptions', 'webhook_on_subscription_change',
+  'CREATE CONSTRAINT TRIGGER webhook_on_subscription_change AFTER UPDATE ON public.subscriptions DEFERRABLE '
+  'INITIALLY DEFERRED FOR EACH ROW WHEN (((new.tier IS DISTINCT FROM old.tier) OR (new.status IS DISTINCT FROM '
+  'old.status) OR (new.cancel_at_period_end IS DISTINCT FROM old.cancel_at_period_end) OR (new.pending_tier IS '
+  'DISTINCT FROM old.pending_tier))) EXECUTE FUNCTION app._webhook_on_subscription_change()');
 
-select app._ensure_trigger('public.subscriptions', 'webhook_on_balance_change', $trigger$
-create trigger webhook_on_balance_change after update of credits_remaining on public.subscriptions
-  for each row when (new.credits_remaining < old.credits_remaining)
-  execute function app._webhook_on_balance_change()
-$trigger$);
+set local role sg_service;
 
-select app._ensure_trigger('public.subscriptions', 'webhook_on_subscription_change', $trigger$
-create constraint trigger webhook_on_subscription_change after update on public.subscriptions
-  deferrable initially deferred for each row
-  when (new.tier is distinct from old.tier or new.status is distinct from old.status
-        or new.cancel_at_period_end is distinct from old.cancel_at_period_end
-        or new.pending_tier is distinct from old.pending_tier)
-  execute function app._webhook_on_subscription_change()
-$trigger$);
+/**
+ * An erased account (app.erase_my_account) sends nothing more: its endpoints, with their
+ * signing secrets, its events and its delivery log go with it, in the erasing transaction
+ * (before a job it fails there reaches the job trigger at commit). The trigger watches
+ * is_active, which erasure clears, rather than deleted_at: a trigger naming that column
+ * would keep its migration from rolling back.
+ */
+create or replace function app._webhooks_forget_erased_user() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  -- erasure also deactivates; a plain deactivation (flask disable-user) keeps everything
+  if new.deleted_at is null then
+    return null;
+  end if;
+  delete from public.webhook_events e where e.user_id = new.id;
+  delete from public.webhook_endpoints e where e.user_id = new.id;
+  return null;
+end
+$$;
+grant execute on function app._webhooks_forget_erased_user() to sg_owner;
+
+set local role sg_owner;
+
+select app._ensure_trigger('public.users', 'webhooks_forget_erased_user',
+  'CREATE TRIGGER webhooks_forget_erased_user AFTER UPDATE OF is_active ON public.users FOR EACH ROW '
+  'WHEN ((old.is_active AND (NOT new.is_active))) EXECUTE FUNCTION app._webhooks_forget_erased_user()');
 
 set local role sg_service;
 
@@ -271,6 +290,25 @@ begin
 end
 $$;
 grant execute on function app.emit_credits_expiring(interval) to sg_worker;
+
+/**
+ * Forgets events older than `keep` whose every delivery has finished (their deliveries
+ * and attempt log go with them), as Stripe keeps 30 days of events. The worker's daily
+ * schedule calls it; returns how many events it removed.
+ */
+create or replace function app.purge_webhook_log(keep interval default '30 days') returns integer
+language sql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+  with gone as (
+    delete from public.webhook_events ev
+     where ev.created_at < now() - keep
+       and not exists (select 1 from public.webhook_deliveries d where d.event_id = ev.id and d.status = 'pending')
+    returning 1
+  )
+  select count(*)::integer from gone
+$$;
+grant execute on function app.purge_webhook_log(interval) to sg_worker;
 
 /**
  * The worker's start of one attempt: the URL, secret and exact body to send, and the

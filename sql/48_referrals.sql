@@ -35,8 +35,9 @@ begin
   end loop;
 end
 $$;
-grant select, insert, update on public.referral_codes, public.referrals to sg_service;
-grant select, insert on public.payment_fingerprints to sg_service;
+grant select, insert, update, delete on public.referral_codes to sg_service;
+grant select, insert, update on public.referrals to sg_service;
+grant select, insert, delete on public.payment_fingerprints to sg_service;
 
 set local role sg_service;
 
@@ -321,7 +322,32 @@ as $$
 $$;
 grant execute on function app.referral_standing() to sg_app;
 
+/**
+ * An erased account's link stops working and its cards are forgotten; its referrals stay,
+ * as the ledger's referral grants name them. (Triggered as the webhooks' one is, by
+ * is_active, which erasure clears.)
+ */
+create or replace function app._referrals_forget_erased_user() returns trigger
+language plpgsql security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  -- erasure also deactivates; a plain deactivation (flask disable-user) keeps everything
+  if new.deleted_at is null then
+    return null;
+  end if;
+  delete from public.referral_codes c where c.user_id = new.id;
+  delete from public.payment_fingerprints f where f.user_id = new.id;
+  return null;
+end
+$$;
+grant execute on function app._referrals_forget_erased_user() to sg_owner;
+
 set local role sg_owner;
+
+select app._ensure_trigger('public.users', 'referrals_forget_erased_user',
+  'CREATE TRIGGER referrals_forget_erased_user AFTER UPDATE OF is_active ON public.users FOR EACH ROW '
+  'WHEN ((old.is_active AND (NOT new.is_active))) EXECUTE FUNCTION app._referrals_forget_erased_user()');
 
 -- (re)created only when it differs, as pg_get_triggerdef spells it: no lock on users otherwise
 select app._ensure_trigger('public.users', 'reward_referee',

@@ -402,3 +402,16 @@ def test_the_referrals_page_shows_the_link_and_each_friend(app, admin, connect):
     browser2 = client_with_own_ip(app)
     log_in(browser2, newcomer["email"], STRONG_PASSWORD)
     assert "Confirm your email address to get a referral link." in browser2.get("/referrals").get_data(as_text=True)
+
+
+def test_an_erased_referrers_link_stops_working(app, admin):
+    ref = referrer(app, admin)
+    # (a card noted, as a charge event would; no Stripe customer, whose deletion needs Stripe)
+    admin.execute("insert into payment_fingerprints (user_id, fingerprint) values (%s, 'fp_erased_card')",
+                  (ref["id"],))
+    answer = ref["client"].delete("/v1/account", json={"password": STRONG_PASSWORD}, headers=ref["headers"])
+    assert answer.status_code < 300, answer.get_json()
+    friend = new_account(app, referral_code=ref["code"])
+    assert referral(admin, friend["id"]) is None
+    assert admin.execute("select count(*) as n from payment_fingerprints where user_id = %s",
+                         (ref["id"],)).fetchone()["n"] == 0

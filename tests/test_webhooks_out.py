@@ -837,3 +837,227 @@ def uuid_hex() -> str:
     import uuid
 
     return uuid.uuid4().hex[:10]
+
+
+def test_an_erased_account_sends_nothing_more_and_keeps_no_secret(hook_app, connect, receiver):
+    from .conftest import STRONG_PASSWORD
+
+    customer = pro_customer(hook_app, connect)
+    add_endpoint(customer, receiver().url, ["render.completed", "render.failed"])
+    generate(customer)  # unfinished: the erasure fails it, which would be a render.failed
+    delivery = customer["client"].post("/v1/webhooks/endpoints/" + customer["client"].get(
+        "/v1/webhooks/endpoints", headers=customer["headers"]).get_json()["endpoints"][0]["id"] + "/test",
+        headers=customer["headers"]).get_json()
+    answer = customer["client"].delete("/v1/account", json={"password": STRONG_PASSWORD}, headers=customer["headers"])
+    assert answer.status_code < 300, answer.get_json()
+    admin = connect("postgres")
+    for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts"):
+        assert admin.execute(f"select count(*) as n from {table} where user_id = %s",
+                             (customer["id"],)).fetchone()["n"] == 0, table
+    # the test event's queued attempt finds nothing to send
+    assert connect("sg_worker").execute("select * from app.claim_webhook_delivery(%s)",
+                                        (delivery["id"],)).fetchall() == []
+
+
+def test_concurrent_attempts_of_one_delivery_are_recorded_once(hook_app, connect, receiver, database_dsn):
+    """Eight workers handed the same delivery at once (a resend racing retries): each one that
+    claims it before the outcome is in sends it (at least once), and only the latest
+    claim's outcome is recorded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hook = receiver()
+    customer = pro_customer(hook_app, connect)
+    endpoint = add_endpoint(customer, hook.url)
+    delivery_id = customer["client"].post(f"/v1/webhooks/endpoints/{endpoint['id']}/test",
+                                          headers=customer["headers"]).get_json()["id"]
+
+    def one_worker(_):
+        async def run():
+            pool = AsyncConnectionPool(role_dsn(database_dsn, "sg_worker"), min_size=1, max_size=1,
+                                       kwargs={"autocommit": True}, open=False)
+            await pool.open()
+            try:
+                return await deliver_once(pool, delivery_id, LOCAL)
+            finally:
+                await pool.close()
+        return asyncio.run(run())
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(one_worker, range(8)))
+    # a worker that claims after the outcome is in finds nothing to do; every other one sends
+    sent = [o for o in outcomes if o != "nothing to do"]
+    assert outcomes.count("succeeded") == 1 and set(outcomes) <= {"succeeded", "superseded", "nothing to do"}
+    assert len(hook.requests) == len(sent) >= 1
+    assert len({r["headers"]["Story-Genius-Event-Id"] for r in hook.requests}) == 1
+    admin = connect("postgres")
+    row = admin.execute("select status, attempts from webhook_deliveries where id = %s", (delivery_id,)).fetchone()
+    assert (row["status"], row["attempts"]) == ("succeeded", len(sent))
+    assert admin.execute("select count(*) as n from webhook_attempts where delivery_id = %s",
+                         (delivery_id,)).fetchone()["n"] == 1
+
+
+def test_at_most_ten_endpoints_even_when_added_concurrently(hook_app, connect, receiver):
+    from concurrent.futures import ThreadPoolExecutor
+
+    customer = pro_customer(hook_app, connect)
+    url = receiver().url
+
+    def add(n):
+        client = client_with_own_ip(hook_app)
+        return client.post("/v1/webhooks/endpoints", json={"url": f"{url}/{n}"}, headers=customer["headers"]).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = sorted(pool.map(add, range(20)))
+    assert statuses == [201] * 10 + [409] * 10
+    assert connect("postgres").execute("select count(*) as n from webhook_endpoints where user_id = %s",
+                                       (customer["id"],)).fetchone()["n"] == 10
+
+
+def test_the_log_keeps_thirty_days_and_never_a_pending_delivery(hook_app, connect, receiver, worker_pool):
+    customer = pro_customer(hook_app, connect)
+    endpoint = add_endpoint(customer, receiver().url)
+    client, headers = customer["client"], customer["headers"]
+    sent = client.post(f"/v1/webhooks/endpoints/{endpoint['id']}/test", headers=headers).get_json()["id"]
+    assert worker_pool(sent) == "succeeded"
+    waiting = client.post(f"/v1/webhooks/endpoints/{endpoint['id']}/test", headers=headers).get_json()["id"]
+    fresh = client.post(f"/v1/webhooks/endpoints/{endpoint['id']}/test", headers=headers).get_json()["id"]
+    assert worker_pool(fresh) == "succeeded"
+    admin = connect("postgres")
+    admin.execute("update webhook_events set created_at = now() - interval '31 days' where id in "
+                  "(select event_id from webhook_deliveries where id in (%s, %s))", (sent, waiting))
+    assert connect("sg_worker").execute("select app.purge_webhook_log() as n").fetchone()["n"] >= 1
+    left = {r["id"] for r in admin.execute("select id from webhook_deliveries where user_id = %s", (customer["id"],))}
+    assert left == {uuid_of(waiting), uuid_of(fresh)}
+    assert admin.execute("select count(*) as n from webhook_attempts where delivery_id = %s", (sent,)).fetchone()["n"] == 0
+
+
+def uuid_of(text: str):
+    import uuid
+
+    return uuid.UUID(text)
+
+
+def test_every_event_sent_matches_its_documented_schema(hook_app, connect, receiver, webhook_secret):
+    """Each kind of event, made the way production makes it, validates against the schema
+    the OpenAPI document's `webhooks` gives its type (what generated receivers expect)."""
+    import uuid
+
+    from jsonschema import Draft202012Validator
+
+    from .stripe_payloads import payment_failed, signed
+
+    customer = pro_customer(hook_app, connect)
+    endpoint = add_endpoint(customer, receiver().url)
+    admin = connect("postgres")
+    finish_job(connect, generate(customer))
+    finish_job(connect, generate(customer), ok=False)
+    customer["client"].post(f"/v1/webhooks/endpoints/{endpoint['id']}/test", headers=customer["headers"])
+    admin.execute("update subscriptions set credits_total = 100, credits_remaining = 21 where user_id = %s",
+                  (customer["id"],))
+    admin.execute("insert into credit_ledger (user_id, delta, reason, idempotency_key) select %s, "
+                  "21 - coalesce(sum(delta), 0), 'admin_grant', 'schema-test:' || %s from credit_ledger "
+                  "where user_id = %s", (customer["id"], customer["id"], customer["id"]))
+    generate(customer)  # 21 -> 20: credits.low
+    admin.execute("update subscriptions set tier = 'agency', current_period_end = now() + interval '1 day' "
+                  "where user_id = %s", (customer["id"],))
+    connect("sg_worker").execute("select app.emit_credits_expiring()")
+    cus = f"cus_schema_{uuid.uuid4().hex[:10]}"
+    admin.execute("update subscriptions set stripe_customer_id = %s where user_id = %s", (cus, customer["id"]))
+    body, headers = signed(payment_failed(cus, f"sub_schema_{uuid.uuid4().hex[:10]}"), webhook_secret)
+    assert hook_app.test_client().post("/v1/billing/webhook", data=body, headers=headers).status_code == 200
+
+    spec = hook_app.test_client().get("/openapi.json").get_json()
+    events = admin.execute("select type, body from webhook_events where user_id = %s", (customer["id"],)).fetchall()
+    assert {e["type"] for e in events} == {"render.completed", "render.failed", "webhook.test", "credits.low",
+                                           "subscription.updated", "credits.expiring", "payment.failed"}
+    for event in events:
+        schema = spec["webhooks"][event["type"]]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        errors = [e.message for e in Draft202012Validator({**spec, **schema}).iter_errors(event["body"])]
+        assert errors == [], (event["type"], errors, event["body"])
+
+
+def test_a_disabled_account_keeps_its_endpoints(hook_app, connect, receiver):
+    """`flask disable-user` deactivates without erasing: the endpoints stay for when it is enabled again."""
+    customer = pro_customer(hook_app, connect)
+    add_endpoint(customer, receiver().url)
+    admin = connect("postgres")
+    admin.execute("update users set is_active = false where id = %s", (customer["id"],))
+    admin.execute("update users set is_active = true where id = %s", (customer["id"],))
+    assert admin.execute("select count(*) as n from webhook_endpoints where user_id = %s",
+                         (customer["id"],)).fetchone()["n"] == 1
+def test_batch_completed_once_when_its_last_jobs_finish_together(hook_app, connect, receiver, worker_pool,
+                                                                 database_dsn):
+    """Five videos bought as one batch (sql/43_batches.sql emits the event through
+    app._emit_webhook); the first two finish, then the last three commit at the same moment
+    from three workers: one batch.completed, counting the failed (and refunded) one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hook = receiver()
+    customer = pro_customer(hook_app, connect)
+    add_endpoint(customer, hook.url, ["batch.completed"])
+    bought = customer["client"].post("/v1/shorts/batch", headers=customer["headers"], json={"items": [
+        {"platform": "tiktok", "topic": f"Batch topic {n}", "duration_seconds": 15} for n in range(5)]})
+    assert bought.status_code == 202, bought.get_json()
+    batch_id, job_ids = bought.get_json()["batch_id"], bought.get_json()["job_ids"]
+    finish_job(connect, job_ids[0])
+    finish_job(connect, job_ids[1], ok=False)
+    admin = connect("postgres")
+    assert deliveries(admin, customer["id"], "batch.completed") == []
+
+    workers = [psycopg.connect(role_dsn(database_dsn, "sg_worker"), autocommit=True) for _ in range(3)]
+    claims = [w.execute("select attempts from app.claim_job(%s)", (j,)).fetchone()[0]
+              for w, j in zip(workers, job_ids[2:])]
+    for w in workers:
+        w.execute("begin")
+    for w, j, attempt in zip(workers, job_ids[2:], claims):
+        w.execute("select app.complete_job(%s, %s, %s)", (j, attempt, f"/media/{j}.mp4"))
+    with ThreadPoolExecutor(max_workers=3) as pool:  # three commits at once
+        list(pool.map(lambda w: w.execute("commit"), workers))
+    for w in workers:
+        w.close()
+
+    [event] = deliveries(admin, customer["id"], "batch.completed")
+    data = event["body"]["data"]["object"]
+    assert data["batch_id"] == batch_id and data["status"] == "partially_failed" and data["total"] == 5
+    assert data["counts"] == {"completed": 4, "failed": 1} and data["job_ids"] == job_ids
+    assert worker_pool(event["id"]) == "succeeded"
+    assert json.loads(hook.requests[0]["body"])["type"] == "batch.completed"
+
+
+def test_a_retried_endpoint_creation_makes_one_endpoint_and_never_replays_its_secret(hook_app, connect, receiver):
+    import uuid
+
+    customer = pro_customer(hook_app, connect)
+    headers = {**customer["headers"], "Idempotency-Key": str(uuid.uuid4())}
+    body = {"url": receiver().url, "event_types": ["render.completed"]}
+    first = customer["client"].post("/v1/webhooks/endpoints", json=body, headers=headers)
+    again = customer["client"].post("/v1/webhooks/endpoints", json=body, headers=headers)
+    assert first.status_code == 201 and first.get_json()["secret"].startswith("whsec_")
+    assert again.status_code == 409 and "secret" not in again.get_json()
+    assert first.get_json()["secret"] not in again.get_data(as_text=True)
+    assert connect("postgres").execute("select count(*) as n from webhook_endpoints where user_id = %s",
+                                       (customer["id"],)).fetchone()["n"] == 1
+
+
+def test_the_python_clients_helper_verifies_our_deliveries(hook_app, connect, receiver, worker_pool):
+    """The official client's verify_webhook (clients/python) accepts what our sender signs,
+    and refuses it with another secret or a touched body."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "clients" / "python"))
+    import storygenius
+
+    hook = receiver()
+    customer = pro_customer(hook_app, connect)
+    endpoint = add_endpoint(customer, hook.url)
+    delivery = customer["client"].post(f"/v1/webhooks/endpoints/{endpoint['id']}/test",
+                                       headers=customer["headers"]).get_json()
+    assert worker_pool(delivery["id"]) == "succeeded"
+    [request] = hook.requests
+    header = request["headers"][storygenius.SIGNATURE_HEADER]
+    event = storygenius.verify_webhook(request["body"], header, endpoint["secret"])
+    assert event["type"] == "webhook.test" and event["id"] == delivery["event_id"]
+    for secret, body in (("whsec_" + "0" * 64, request["body"]), (endpoint["secret"], request["body"] + b" ")):
+        with pytest.raises(storygenius.WebhookSignatureError):
+            storygenius.verify_webhook(body, header, secret)

@@ -9,6 +9,8 @@ runs Redocly, Spectral and a TypeScript consumer (tests/contract/) on the served
 """
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, jsonify, render_template, request
 
 from worker.script import MAX_USER_SCRIPT
@@ -1039,6 +1041,86 @@ PATHS["/v1/referrals"] = {"get": operation(
     description="Your link (made on first call; a confirmed address is needed, else 403), this month's rewards "
                 "against the cap, and every friend who signed up through it.")}
 
+# --- the events we send to customers' endpoints (OpenAPI 3.1 `webhooks`) ---------------------
+JOB_EVENT_PROPERTIES = dict(
+    job_id=UUID, status={"enum": ["completed", "failed"]}, platform={"enum": PLATFORMS}, topic=STRING,
+    video_url=NULLABLE_STRING, error=NULLABLE_STRING, created_at=DATETIME, finished_at=NULLABLE_DATETIME)
+EVENT_DATA = {
+    "render.completed": ("RenderCompletedData", "A video is ready: its URL and what it was about.",
+                         EVENT_EXAMPLE["data"]["object"],
+                         obj(list(JOB_EVENT_PROPERTIES), **JOB_EVENT_PROPERTIES)),
+    "render.failed": ("RenderFailedData", "A video failed for good; its credit was refunded.",
+                      {**EVENT_EXAMPLE["data"]["object"], "status": "failed", "video_url": None,
+                       "error": "Render failed — we refunded your credit.", "credits_refunded": 1},
+                      obj([*JOB_EVENT_PROPERTIES, "credits_refunded"], **JOB_EVENT_PROPERTIES,
+                          credits_refunded={"type": "integer", "minimum": 0})),
+    "batch.completed": ("BatchCompletedData", "Every video of a batch has finished.",
+                        {"batch_id": "7d2c4e6f-8a1b-4c3d-9e5f-0a1b2c3d4e5f", "status": "partially_failed",
+                         "total": 2, "counts": {"completed": 1, "failed": 1}, "job_ids": [JOB_ID, KEY_ID]},
+                        obj(["batch_id", "status", "total", "counts", "job_ids"], batch_id=UUID,
+                            status={"enum": ["completed", "failed", "partially_failed"]},
+                            total={"type": "integer", "minimum": 1},
+                            counts=obj(["completed", "failed"], completed={"type": "integer", "minimum": 0},
+                                       failed={"type": "integer", "minimum": 0,
+                                               "description": "each refunded"}),
+                            job_ids={"type": "array", "items": UUID, "description": "in the batch's order"})),
+    "credits.low": ("CreditsLowData", "Your balance fell to 20% of this period's credits.",
+                    {"credits_remaining": 20, "credits_total": 100, "tier": "pro", "renews_at": PERIOD_END},
+                    obj(["credits_remaining", "credits_total", "tier", "renews_at"],
+                        credits_remaining={"type": "integer", "minimum": 0}, credits_total={"type": "integer"},
+                        tier={"enum": TIERS}, renews_at=DATETIME)),
+    "credits.expiring": ("CreditsExpiringData", "Unused credits end within three days.",
+                         {"credits_remaining": 18, "expires_at": PERIOD_END, "tier": "pro"},
+                         obj(["credits_remaining", "expires_at", "tier"],
+                             credits_remaining={"type": "integer", "minimum": 1}, expires_at=DATETIME,
+                             tier={"enum": TIERS})),
+    "subscription.updated": ("SubscriptionUpdatedData", "Your plan, its status or a scheduled change changed.",
+                             {"tier": "agency", "status": "active", "cancel_at_period_end": False,
+                              "current_period_end": PERIOD_END, "pending_tier": None, "credits_remaining": 497},
+                             obj(["tier", "status", "cancel_at_period_end", "current_period_end", "pending_tier",
+                                  "credits_remaining"],
+                                 tier={"enum": TIERS}, status=STRING, cancel_at_period_end={"type": "boolean"},
+                                 current_period_end=DATETIME,
+                                 pending_tier={"type": ["string", "null"], "enum": [*TIERS, None]},
+                                 credits_remaining={"type": "integer", "minimum": 0})),
+    "payment.failed": ("PaymentFailedData", "Stripe could not take a payment; it will try again.",
+                       {"invoice_id": "in_1QxYz2AbCdEf", "amount_due": 2900, "currency": "usd",
+                        "hosted_invoice_url": "https://invoice.stripe.com/i/acct_1/test_a1b2"},
+                       obj(["invoice_id", "amount_due", "currency", "hosted_invoice_url"],
+                           invoice_id=NULLABLE_STRING, amount_due={"type": ["integer", "null"]},
+                           currency=NULLABLE_STRING, hosted_invoice_url=NULLABLE_STRING)),
+    "webhook.test": ("WebhookTestData", "A test event sent from the webhooks page or API.",
+                     {"message": "A test event from Story Genius.", "endpoint_id": ENDPOINT_ID},
+                     obj(["message", "endpoint_id"], message=STRING, endpoint_id=UUID)),
+}
+SIGNATURE_PARAMETER = {
+    "name": "Story-Genius-Signature", "in": "header", "required": True,
+    "schema": {"type": "string", "pattern": "^t=[0-9]+,v1=[0-9a-f]{64}$"}, "example": "t=1796120172,v1=" + "5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd",
+    "description": "`t=<unix time>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" keyed by the endpoint's secret>`: "
+                   "recompute it over the raw body, compare in constant time, refuse a `t` more than 5 minutes away"}
+WEBHOOKS = {}
+for event_type, (data_schema, summary, data_example, data_shape) in EVENT_DATA.items():
+    SCHEMAS[data_schema] = described(summary, data_example, data_shape)
+    event_schema = data_schema.removesuffix("Data") + "Event"
+    event_example = {**EVENT_EXAMPLE, "type": event_type, "data": {"object": data_example}}
+    SCHEMAS[event_schema] = described(
+        f"The `{event_type}` event as your endpoint receives it.", event_example,
+        {"allOf": [ref("WebhookEvent"), obj(["type", "data"], type={"const": event_type},
+                                             data=obj(["object"], object=ref(data_schema)))]})
+    WEBHOOKS[event_type] = {"post": {
+        "operationId": "on" + "".join(part.title() for part in re.split(r"[._]", event_type)),
+        "summary": summary, "tags": ["webhooks"],
+        "description": f"Sent to each of your endpoints that subscribes to `{event_type}`, signed; at least "
+                       "once (deduplicate on the event's `id`), retried with growing pauses for three days "
+                       "until your endpoint answers 2xx within 10 s.",
+        "parameters": [SIGNATURE_PARAMETER],
+        "requestBody": {"required": True, "description": f"the `{event_type}` event",
+                        "content": {"application/json": {"schema": ref(event_schema), "example": event_example}}},
+        "responses": {"200": {"description": "Received (any 2xx will do); anything else, or no answer, is retried"},
+                      "4XX": {"description": "Not accepted (so is any other answer, or none): retried"}},
+        "security": [],
+    }}
+
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False, "example": "8e2f6c1a-3b4d-4e5f-9a8b-7c6d5e4f3a2b",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
@@ -1086,6 +1168,7 @@ DOCUMENT = {
     "servers": [{"url": "https://storygenius.app", "description": "production"}],
     "tags": TAGS,
     "paths": PATHS,
+    "webhooks": WEBHOOKS,
     "components": {"schemas": SCHEMAS, "headers": HEADERS,
                    "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                   "description": "JWT access token or sk_ API key"}}},

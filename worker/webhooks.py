@@ -52,6 +52,8 @@ USER_AGENT = "StoryGenius-Webhooks/1.0 (+https://storygenius.app/docs)"
 MAX_RESPONSE_BYTES = 64 * 1024
 # Daily, mid-morning UTC: tell customers whose unused credits end within three days.
 CREDITS_EXPIRING_CRON = "0 9 * * *"
+# Daily: events older than 30 days, all their deliveries finished, leave the log.
+WEBHOOK_LOG_PURGE_CRON = "50 3 * * *"
 # Shared address space (RFC 6598) is not "private" to Python but is not the internet either.
 _SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
 
@@ -297,7 +299,7 @@ async def deliver_once(pool: AsyncConnectionPool, delivery_id: str, settings: We
 
 
 def register_webhooks(pgq: PgQueuer, pool: AsyncConnectionPool, settings: WebhookSettings | None = None) -> None:
-    """Attach `webhook_delivery` and the daily credits.expiring schedule (the light lane)."""
+    """Attach `webhook_delivery` and the daily schedules: credits.expiring, the log's purge (the light lane)."""
     settings = settings or WebhookSettings.from_env()
 
     @pgq.entrypoint("webhook_delivery")
@@ -320,3 +322,9 @@ def register_webhooks(pgq: PgQueuer, pool: AsyncConnectionPool, settings: Webhoo
         async with pool.connection() as conn:
             cur = await conn.execute("select app.emit_credits_expiring()")
             log.info("credits.expiring: %d event(s)", (await cur.fetchone())[0])
+
+    @pgq.schedule("purge_webhook_log", WEBHOOK_LOG_PURGE_CRON)
+    async def purge_webhook_log(schedule) -> None:
+        async with pool.connection() as conn:
+            cur = await conn.execute("select app.purge_webhook_log()")
+            log.info("webhook log: %d event(s) older than 30 days forgotten", (await cur.fetchone())[0])

@@ -57,6 +57,21 @@ function secretOnce(created: Json<"createWebhookEndpoint", 201>): string {
   return created.secret;
 }
 
+// the events are typed per type too (the document's `webhooks`)
+import type { webhooks } from "./generated/api";
+type Delivered<T extends keyof webhooks> =
+  webhooks[T]["post"]["requestBody"] extends { content: { "application/json": infer B } } | undefined ? B : never;
+function videoReady(event: Delivered<"render.completed">): string | null {
+  const url: string | null = event.data.object.video_url;
+  return url;
+}
+function refunded(event: Delivered<"render.failed">): number {
+  return event.data.object.credits_refunded;
+}
+function batchDone(event: Delivered<"batch.completed">): number {
+  return event.data.object.counts.completed + event.data.object.counts.failed;
+}
+
 // query and path parameters by name
 const page: NonNullable<operations["listJobs"]["parameters"]["query"]> = { limit: 20 };
 const job: operations["getJob"]["parameters"]["path"] = { job_id: "0b8e6c1d-4f2a-4d7e-9c3b-5a1f2e8d7c60" };
@@ -64,4 +79,4 @@ const job: operations["getJob"]["parameters"]["path"] = { job_id: "0b8e6c1d-4f2a
 const sameOperation: paths["/v1/shorts/generate"]["post"] = {} as operations["generateShort"];
 
 export { request, wrongPlatform, queued, failed, resolution, missing, retryAfter, remaining, location, page, job,
-  sameOperation, onEvent, endpoint, unknownEvent, secretOnce };
+  sameOperation, onEvent, endpoint, unknownEvent, secretOnce, videoReady, refunded, batchDone };

@@ -21,7 +21,7 @@ EVENT_DESCRIPTIONS = {
     "render.completed": "a video is ready",
     "render.failed": "a video failed for good (its credit refunded)",
     "batch.completed": "every video of a batch finished",
-    "credits.low": "your balance fell to 20% of your plan",
+    "credits.low": "your balance fell to 20% of this period's credits",
     "credits.expiring": "unused credits end within three days",
     "subscription.updated": "your plan, its status or a scheduled change",
     "payment.failed": "Stripe could not take a payment",
