@@ -4,12 +4,15 @@
 --   P0401 not signed in, P0402 out of credits, P0403 forbidden, P0404 not found,
 --   P0409 conflict, P0422 invalid input, P0429 throttled.
 --
--- The schema holds no data, only functions and types, so migrate rebuilds it from these
--- files every time (in one transaction): what is here is exactly what exists.
+-- The schema holds no data, only functions and types. It is never dropped: dropping it
+-- would drop every policy that calls app.current_user_id(), which locks every tenant table
+-- (ACCESS EXCLUSIVE) until the release commits. `flask migrate` replaces functions in
+-- place, re-applies only the files that changed (and those after them), and drops the
+-- functions a changed file no longer defines (web/migrate.py), so what these files
+-- define is exactly what exists.
 set local role sg_owner;
 
-drop schema if exists app cascade;
-create schema app;
+create schema if not exists app;
 grant usage on schema app to sg_app, sg_worker, sg_service;
 -- sg_service creates (and so owns) its own SECURITY DEFINER functions here.
 grant create on schema app to sg_service;
@@ -40,3 +43,63 @@ begin
 end
 $$;
 grant execute on function app.require_user_id() to sg_app, sg_service;
+
+/**
+ * Makes `definition` (a CREATE [CONSTRAINT] TRIGGER statement, written exactly as pg_get_triggerdef
+ * prints it) true: creates or replaces the trigger only when the table has no trigger of
+ * that name with that definition, so re-applying an unchanged file takes no lock on the
+ * table (CREATE OR REPLACE TRIGGER takes SHARE ROW EXCLUSIVE, which waits for writers).
+ * For the sql/ files, run by the table's owner.
+ */
+create or replace function app._ensure_trigger(table_name regclass, trigger_name name, definition text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (select pg_get_triggerdef(t.oid) from pg_trigger t where t.tgrelid = table_name and t.tgname = trigger_name)
+     is distinct from definition then
+    if definition like 'CREATE CONSTRAINT TRIGGER %' then
+      -- a constraint trigger cannot be replaced in place
+      execute format('drop trigger if exists %I on %s', trigger_name, table_name);
+      execute definition;
+    else
+      execute regexp_replace(definition, '^CREATE TRIGGER', 'CREATE OR REPLACE TRIGGER');
+    end if;
+  end if;
+end
+$$;
+
+/**
+ * Makes `definition` (a CREATE POLICY statement for `policy_name` on `table_name`) true,
+ * dropping and creating the policy only when it is missing or was created from other text
+ * (the md5 of its text is kept as the policy's comment): both take ACCESS EXCLUSIVE on the
+ * table, so an unchanged policy is left alone. For the sql/ files, run by the table's owner.
+ */
+create or replace function app._ensure_policy(table_name regclass, policy_name name, definition text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if (select obj_description(p.oid, 'pg_policy') from pg_policy p
+       where p.polrelid = table_name and p.polname = policy_name) is distinct from md5(definition) then
+    execute format('drop policy if exists %I on %s', policy_name, table_name);
+    execute definition;
+    execute format('comment on policy %I on %s is %L', policy_name, table_name, md5(definition));
+  end if;
+end
+$$;
+
+/** Row-level security enabled and forced on `table_name`, altering the table only if it is not yet. */
+create or replace function app._ensure_forced_row_security(table_name regclass) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  if not (select c.relrowsecurity from pg_class c where c.oid = table_name) then
+    execute format('alter table %s enable row level security', table_name);
+  end if;
+  if not (select c.relforcerowsecurity from pg_class c where c.oid = table_name) then
+    execute format('alter table %s force row level security', table_name);
+  end if;
+end
+$$;

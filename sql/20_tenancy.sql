@@ -11,6 +11,9 @@
 -- With no app.user_id set, app.current_user_id() is null and tenants see zero rows.
 set local role sg_owner;
 
+-- Policies and RLS flags are changed only where they differ (app._ensure_policy,
+-- app._ensure_forced_row_security): each change locks its table (ACCESS EXCLUSIVE), so
+-- a release that leaves them as they are takes no lock on any tenant table.
 do $$
 declare
   tenant_table text;
@@ -22,43 +25,40 @@ begin
       ('usage_logs', 'user_id'), ('browser_sessions', 'user_id'), ('email_tokens', 'user_id'),
       ('email_outbox', 'user_id'), ('refresh_families', 'user_id')
   loop
-    execute format('alter table public.%I enable row level security', tenant_table);
-    execute format('alter table public.%I force row level security', tenant_table);
-    execute format('drop policy if exists "users reach only their own rows" on public.%I', tenant_table);
+    perform app._ensure_forced_row_security(format('public.%I', tenant_table)::regclass);
     -- (select …) makes Postgres compute the id once per statement, not once per row.
-    execute format($policy$
+    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'users reach only their own rows',
+      format($policy$
       create policy "users reach only their own rows" on public.%I for all to sg_app, sg_owner
         using (%I = (select app.current_user_id()))
         with check (%I = (select app.current_user_id()))
-    $policy$, tenant_table, owner_column, owner_column);
-    execute format('drop policy if exists "reporting reads every row" on public.%I', tenant_table);
-    execute format('create policy "reporting reads every row" on public.%I for select to sg_reporting using (true)',
-                   tenant_table);
-    execute format('drop policy if exists "service functions reach every row" on public.%I', tenant_table);
-    execute format($policy$
+    $policy$, tenant_table, owner_column, owner_column));
+    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'reporting reads every row',
+      format('create policy "reporting reads every row" on public.%I for select to sg_reporting using (true)',
+             tenant_table));
+    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'service functions reach every row',
+      format($policy$
       create policy "service functions reach every row" on public.%I for all to sg_service
         using (true) with check (true)
-    $policy$, tenant_table);
+    $policy$, tenant_table));
   end loop;
 end
 $$;
 
 -- Non-tenant tables that only functions touch: private (RLS on, no policy) to all but sg_service.
-alter table public.login_attempts enable row level security;
-alter table public.login_attempts force row level security;
-drop policy if exists "service functions reach every row" on public.login_attempts;
-create policy "service functions reach every row" on public.login_attempts for all to sg_service
-  using (true) with check (true);
+select app._ensure_forced_row_security('public.login_attempts');
+select app._ensure_policy('public.login_attempts', 'service functions reach every row',
+  'create policy "service functions reach every row" on public.login_attempts for all to sg_service '
+  'using (true) with check (true)');
 do $$
 declare
   private_table text;
 begin
   foreach private_table in array array['trusted_devices', 'two_factor', 'recovery_codes', 'login_challenges'] loop
-    execute format('alter table public.%I enable row level security', private_table);
-    execute format('alter table public.%I force row level security', private_table);
-    execute format('drop policy if exists "service functions reach every row" on public.%I', private_table);
-    execute format('create policy "service functions reach every row" on public.%I for all to sg_service '
-                   'using (true) with check (true)', private_table);
+    perform app._ensure_forced_row_security(format('public.%I', private_table)::regclass);
+    perform app._ensure_policy(format('public.%I', private_table)::regclass, 'service functions reach every row',
+      format('create policy "service functions reach every row" on public.%I for all to sg_service '
+             'using (true) with check (true)', private_table));
   end loop;
 end
 $$;
@@ -71,24 +71,22 @@ declare
 begin
   foreach service_table in array array['stripe_events', 'stripe_syncs', 'stripe_drift', 'credit_flow_days',
                                           'reporting_rollups'] loop
-    execute format('alter table public.%I enable row level security', service_table);
-    execute format('alter table public.%I force row level security', service_table);
-    execute format('drop policy if exists "service functions reach every row" on public.%I', service_table);
-    execute format('create policy "service functions reach every row" on public.%I for all to sg_service '
-                   'using (true) with check (true)', service_table);
-    execute format('drop policy if exists "reporting reads every row" on public.%I', service_table);
-    execute format('create policy "reporting reads every row" on public.%I for select to sg_reporting using (true)',
-                   service_table);
+    perform app._ensure_forced_row_security(format('public.%I', service_table)::regclass);
+    perform app._ensure_policy(format('public.%I', service_table)::regclass, 'service functions reach every row',
+      format('create policy "service functions reach every row" on public.%I for all to sg_service '
+             'using (true) with check (true)', service_table));
+    perform app._ensure_policy(format('public.%I', service_table)::regclass, 'reporting reads every row',
+      format('create policy "reporting reads every row" on public.%I for select to sg_reporting using (true)',
+             service_table));
   end loop;
 end
 $$;
 
 -- The webhook secrets: only sg_service's signature check reads them (no reporting policy).
-alter table public.stripe_webhook_secrets enable row level security;
-alter table public.stripe_webhook_secrets force row level security;
-drop policy if exists "service functions reach every row" on public.stripe_webhook_secrets;
-create policy "service functions reach every row" on public.stripe_webhook_secrets for select to sg_service
-  using (true);
+select app._ensure_forced_row_security('public.stripe_webhook_secrets');
+select app._ensure_policy('public.stripe_webhook_secrets', 'service functions reach every row',
+  'create policy "service functions reach every row" on public.stripe_webhook_secrets for select to sg_service '
+  'using (true)');
 
 -- Table privileges: this file is their single source of truth, so start from nothing.
 revoke all on all tables in schema public from public, sg_app, sg_worker, sg_service, sg_reporting, sg_analyst;

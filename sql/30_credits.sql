@@ -18,14 +18,13 @@ begin
 end
 $$;
 
-drop trigger if exists credit_ledger_append_only on public.credit_ledger;
-create trigger credit_ledger_append_only
-  before update or delete on public.credit_ledger
-  for each row execute function app.refuse_ledger_change();
-drop trigger if exists credit_ledger_no_truncate on public.credit_ledger;
-create trigger credit_ledger_no_truncate
-  before truncate on public.credit_ledger
-  for each statement execute function app.refuse_ledger_change();
+-- (re)created only when they differ: an unchanged trigger takes no lock on the ledger
+select app._ensure_trigger('public.credit_ledger', 'credit_ledger_append_only',
+  'CREATE TRIGGER credit_ledger_append_only BEFORE DELETE OR UPDATE ON public.credit_ledger '
+  'FOR EACH ROW EXECUTE FUNCTION app.refuse_ledger_change()');
+select app._ensure_trigger('public.credit_ledger', 'credit_ledger_no_truncate',
+  'CREATE TRIGGER credit_ledger_no_truncate BEFORE TRUNCATE ON public.credit_ledger '
+  'FOR EACH STATEMENT EXECUTE FUNCTION app.refuse_ledger_change()');
 
 /**
  * The current user's plan and balance. Called by the web process; RLS limits it

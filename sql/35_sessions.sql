@@ -6,9 +6,21 @@
 set local role sg_owner;
 
 /** What the API says about a user: identity, plan and balance. */
-create type app.account as (
-  id uuid, email text, full_name text, is_verified boolean, tier text,
-  credits_remaining integer, created_at timestamptz, session_version integer);
+do $$
+declare
+  wanted constant text := 'id uuid, email text, full_name text, is_verified boolean, tier text, '
+                          'credits_remaining integer, created_at timestamptz, session_version integer';
+begin
+  -- created once, and again only when its fields change (the functions returning it are
+  -- re-created by this file and the files after it)
+  if (select string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' order by a.attnum)
+        from pg_attribute a where a.attrelid = to_regclass('app.account') and a.attnum > 0 and not a.attisdropped)
+     is distinct from wanted then
+    drop type if exists app.account cascade;
+    execute format('create type app.account as (%s)', wanted);
+  end if;
+end
+$$;
 grant usage on type app.account to sg_app, sg_service;
 
 /** The account of `user_id`, read with the caller's privileges (RLS applies). */

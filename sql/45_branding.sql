@@ -5,15 +5,17 @@
 -- app.claim_render (sql/44_renders.sql), and only for a job whose plan sells branding.
 set local role sg_owner;
 
-alter table public.brands enable row level security;
-alter table public.brands force row level security;
-drop policy if exists "users reach only their own rows" on public.brands;
-create policy "users reach only their own rows" on public.brands for all to sg_app, sg_owner
-  using (user_id = (select app.current_user_id()))
-  with check (user_id = (select app.current_user_id()));
-drop policy if exists "service functions reach every row" on public.brands;
-create policy "service functions reach every row" on public.brands for all to sg_service
-  using (true) with check (true);
+-- changed only where they differ: an unchanged policy takes no lock on the table
+select app._ensure_forced_row_security('public.brands');
+select app._ensure_policy('public.brands', 'users reach only their own rows', $policy$
+  create policy "users reach only their own rows" on public.brands for all to sg_app, sg_owner
+    using (user_id = (select app.current_user_id()))
+    with check (user_id = (select app.current_user_id()))
+$policy$);
+select app._ensure_policy('public.brands', 'service functions reach every row', $policy$
+  create policy "service functions reach every row" on public.brands for all to sg_service
+    using (true) with check (true)
+$policy$);
 
 -- the owner reads their brand directly; writes go through the functions below
 revoke all on public.brands from public, sg_app, sg_worker, sg_service, sg_reporting, sg_analyst;

@@ -30,19 +30,18 @@ declare
 begin
   foreach tenant_table in array array['webhook_endpoints', 'webhook_events', 'webhook_deliveries',
                                          'webhook_attempts'] loop
-    execute format('alter table public.%I enable row level security', tenant_table);
-    execute format('alter table public.%I force row level security', tenant_table);
-    execute format('drop policy if exists "users reach only their own rows" on public.%I', tenant_table);
-    execute format($policy$
+    perform app._ensure_forced_row_security(format('public.%I', tenant_table)::regclass);
+    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'users reach only their own rows',
+      format($policy$
       create policy "users reach only their own rows" on public.%I for all to sg_app, sg_owner
         using (user_id = (select app.current_user_id()))
         with check (user_id = (select app.current_user_id()))
-    $policy$, tenant_table);
-    execute format('drop policy if exists "service functions reach every row" on public.%I', tenant_table);
-    execute format($policy$
+    $policy$, tenant_table));
+    perform app._ensure_policy(format('public.%I', tenant_table)::regclass, 'service functions reach every row',
+      format($policy$
       create policy "service functions reach every row" on public.%I for all to sg_service
         using (true) with check (true)
-    $policy$, tenant_table);
+    $policy$, tenant_table));
   end loop;
 end
 $$;
@@ -215,24 +214,20 @@ grant execute on function app._webhook_on_job_finished(), app._webhook_on_balanc
 
 set local role sg_owner;
 
-drop trigger if exists webhook_on_job_finished on public.jobs;
-create constraint trigger webhook_on_job_finished after update of status on public.jobs
-  deferrable initially deferred for each row
-  when (new.status in ('completed', 'failed') and old.status is distinct from new.status)
-  execute function app._webhook_on_job_finished();
-
-drop trigger if exists webhook_on_balance_change on public.subscriptions;
-create trigger webhook_on_balance_change after update of credits_remaining on public.subscriptions
-  for each row when (new.credits_remaining < old.credits_remaining)
-  execute function app._webhook_on_balance_change();
-
-drop trigger if exists webhook_on_subscription_change on public.subscriptions;
-create constraint trigger webhook_on_subscription_change after update on public.subscriptions
-  deferrable initially deferred for each row
-  when (new.tier is distinct from old.tier or new.status is distinct from old.status
-        or new.cancel_at_period_end is distinct from old.cancel_at_period_end
-        or new.pending_tier is distinct from old.pending_tier)
-  execute function app._webhook_on_subscription_change();
+-- each (re)created only when it differs, as pg_get_triggerdef spells it: an unchanged
+-- trigger takes no lock on jobs or subscriptions
+select app._ensure_trigger('public.jobs', 'webhook_on_job_finished',
+  'CREATE CONSTRAINT TRIGGER webhook_on_job_finished AFTER UPDATE OF status ON public.jobs DEFERRABLE INITIALLY '
+  'DEFERRED FOR EACH ROW WHEN (((new.status = ANY (ARRAY[''completed''::text, ''failed''::text])) AND '
+  '(old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION app._webhook_on_job_finished()');
+select app._ensure_trigger('public.subscriptions', 'webhook_on_balance_change',
+  'CREATE TRIGGER webhook_on_balance_change AFTER UPDATE OF credits_remaining ON public.subscriptions FOR EACH ROW '
+  'WHEN ((new.credits_remaining < old.credits_remaining)) EXECUTE FUNCTION app._webhook_on_balance_change()');
+select app._ensure_trigger('public.subscriptions', 'webhook_on_subscription_change',
+  'CREATE CONSTRAINT TRIGGER webhook_on_subscription_change AFTER UPDATE ON public.subscriptions DEFERRABLE '
+  'INITIALLY DEFERRED FOR EACH ROW WHEN (((new.tier IS DISTINCT FROM old.tier) OR (new.status IS DISTINCT FROM '
+  'old.status) OR (new.cancel_at_period_end IS DISTINCT FROM old.cancel_at_period_end) OR (new.pending_tier IS '
+  'DISTINCT FROM old.pending_tier))) EXECUTE FUNCTION app._webhook_on_subscription_change()');
 
 set local role sg_service;
 

@@ -27,6 +27,9 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/lib/chromium/chromium"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
+# axe-core from npm, pinned by tests/a11y/package-lock.json (scripts/prepare-test-browser installs it)
+AXE = ROOT / "tests" / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
+WIDTHS = [360, 768, 1280, 1440]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
                                 reason="Debian's chromium is not installed (make test installs it)")
@@ -243,4 +246,208 @@ def test_pages_fit_phone_and_desktop(stack, browser, viewport):
         page.goto(path)
         assert fits_the_screen(page), path
         shot(page, f"layout-{name}{path.replace('/', '-')}")
+    context.close()
+
+
+# -- the pages of issue 17 item 7: landing to a narrated video, every page scanned by axe ----
+
+def axe_violations(page) -> list[dict]:
+    """axe-core's serious and critical violations on the page as it is now. axe is served
+    from the page's own origin (a routed URL), so the page's CSP (script-src 'self') stays on."""
+    assert AXE.is_file(), "axe-core is missing: run scripts/prepare-test-browser (npm ci in tests/a11y)"
+    page.route("**/__axe-core.js", lambda route: route.fulfill(
+        status=200, content_type="text/javascript", body=AXE.read_text()))
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(url="/__axe-core.js")
+    found = page.evaluate("""async () => {
+        const result = await axe.run(document, {resultTypes: ['violations'],
+            runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice']}});
+        return result.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                            nodes: v.nodes.slice(0, 5).map(n => n.target.join(' '))}));
+    }""")
+    return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
+def watch_console(page) -> list[str]:
+    """Console errors (a CSP refusal shows up here) collected while the test runs."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
+
+
+def audio_peak(page, url: str) -> float:
+    """The loudest sample of the file's audio track as the browser decodes it (0..1)."""
+    return page.evaluate("""async (url) => {
+        const data = await (await fetch(url)).arrayBuffer();
+        const audio = await new OfflineAudioContext(1, 44100, 44100).decodeAudioData(data);
+        let peak = 0;
+        for (let c = 0; c < audio.numberOfChannels; c++) {
+            for (const sample of audio.getChannelData(c)) peak = Math.max(peak, Math.abs(sample));
+        }
+        return peak;
+    }""", url)
+
+
+def wait_for_sample(page, timeout: float = 240) -> None:
+    """The worker renders the landing page's sample at its first start: reload until it is there."""
+    deadline = time.time() + timeout
+    while page.locator("#sample video").count() == 0:
+        assert time.time() < deadline, "the sample video never appeared"
+        time.sleep(1)
+        page.reload()
+
+
+def test_landing_to_a_narrated_video_and_a_second_tab(stack, browser):
+    base = stack["base"]
+    context = browser.new_context(viewport=DESKTOP, base_url=base)
+    page = context.new_page()
+    errors = watch_console(page)
+
+    page.goto("/")
+    assert page.locator("h1").inner_text() == "Type a topic. Get a narrated short video."
+    assert page.locator("section.plan").count() == 4
+    wait_for_sample(page)
+    sample = page.locator("#sample video")
+    assert sample.get_attribute("poster") == "/media/sample.jpg"
+    sample.evaluate("v => { v.muted = true; return v.play(); }")
+    page.wait_for_function("() => document.querySelector('#sample video').currentTime > 0.2", timeout=20000)
+    assert audio_peak(page, "/media/sample.mp4") > 0.1  # narration, not silence (-20 dBFS)
+    assert axe_violations(page) == []
+    shot(page, "20-landing")
+
+    page.click("#cta-signup")
+    page.wait_for_url(f"{base}/signup")
+    assert axe_violations(page) == []
+    page.fill("#email", f"landing-{time.time_ns()}@example.com")
+    page.fill("#password", "velvet-otter-canyon-42")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/dashboard")
+    assert page.inner_text("#credits-badge").strip() == "5 credits"
+
+    # a second tab on another page keeps the balance current without a reload
+    other = context.new_page()
+    other_errors = watch_console(other)
+    other.goto("/billing")
+    assert other.inner_text("#credits-badge").strip() == "5 credits"
+
+    # the skip link is the first stop of the keyboard and lands on the content
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.className") == "skip-link"
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.id") == "main"
+
+    generate(page, "Why octopuses have three hearts")
+    other.wait_for_function("() => document.getElementById('credits-badge').textContent.trim() === '4 credits'",
+                            timeout=5000)
+    job = page.locator("li.job").first
+    assert job.locator(".status").get_attribute("aria-live") == "polite"
+    assert job.locator("progress").get_attribute("aria-label").startswith("Rendering “Why octopuses")
+    assert axe_violations(page) == []
+    page.wait_for_function("() => document.querySelector('li.job').dataset.status === 'completed'", timeout=240000)
+    assert job.locator(".status").inner_text().lower() == "completed"
+    video = job.locator("video")
+    assert video.get_attribute("poster", timeout=5000).endswith(".jpg")
+    video_url = video.evaluate("v => v.currentSrc || v.src")
+    # plays, with sound: the element decodes audio while it plays, and the track is loud
+    video.evaluate("v => { v.muted = false; v.volume = 1; return v.play(); }")
+    page.wait_for_function("() => { const v = document.querySelector('li.job video');"
+                           " return v.currentTime > 1 && v.webkitAudioDecodedByteCount > 0; }", timeout=30000)
+    assert video.evaluate("v => v.duration") > 0
+    assert audio_peak(page, video_url) > 0.1
+    assert axe_violations(page) == []
+    shot(page, "21-dashboard-video")
+
+    # download under the topic's name
+    with page.expect_download() as download:
+        job.locator("a.download").click()
+    assert download.value.suggested_filename == "Why octopuses have three hearts.mp4"
+
+    # rename, then delete: the credit stays spent
+    job.locator("summary").click()
+    job.locator("input[name=title]").fill("Three hearts")
+    job.locator("form button[type=submit]").first.click()
+    page.wait_for_selector("text=Renamed to “Three hearts”.")
+    assert page.locator("li.job h3").first.inner_text() == "Three hearts"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("li.job form.delete button").first.click()
+    page.wait_for_selector("text=Video deleted. The credit it cost stays spent.")
+    assert page.locator("li.job").count() == 0
+    assert page.inner_text("#credits-badge").strip() == "4 credits"
+
+    assert errors == [] and other_errors == [], (errors, other_errors)
+    context.close()
+
+
+def signed_in_context(stack, browser, viewport):
+    """A context of a fresh user, with one finished video on the dashboard."""
+    context = browser.new_context(viewport=viewport, base_url=stack["base"])
+    page = context.new_page()
+    page.goto("/signup")
+    page.fill("#email", f"axe-{time.time_ns()}@example.com")
+    page.fill("#password", "velvet-otter-canyon-42")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/dashboard")
+    return context, page
+
+
+PUBLIC_PAGES = ["/", "/signup", "/login", "/pricing", "/docs", "/forgot", "/no-such-page"]
+MEMBER_PAGES = ["/dashboard", "/billing", "/pricing", "/account", "/docs"]
+
+
+def test_every_page_passes_axe_and_fits_at_every_width(stack, browser):
+    """Zero serious or critical axe-core violations and no sideways scrolling on every page,
+    at 360, 768, 1280 and 1440 px; a screenshot of each (tests/artifacts/pages-*)."""
+    problems = {}
+    for width in WIDTHS:
+        viewport = {"width": width, "height": 900}
+        visitor = browser.new_context(viewport=viewport, base_url=stack["base"])
+        page = visitor.new_page()
+        errors = watch_console(page)
+        for path in PUBLIC_PAGES:
+            page.goto(path)
+            found = axe_violations(page)
+            if found:
+                problems[(width, path)] = found
+            assert fits_the_screen(page), (width, path)
+            shot(page, f"pages-{width}-visitor{path.replace('/', '-') or '-'}")
+        assert [e for e in errors if "404" not in e] == [], errors
+        visitor.close()
+        context, page = signed_in_context(stack, browser, viewport)
+        errors = watch_console(page)
+        for path in MEMBER_PAGES:
+            page.goto(path)
+            found = axe_violations(page)
+            if found:
+                problems[(width, "member " + path)] = found
+            assert fits_the_screen(page), (width, path)
+            shot(page, f"pages-{width}-member{path.replace('/', '-')}")
+        assert errors == [], errors
+        context.close()
+    assert problems == {}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_plan_cards_hold_their_prices(stack, browser, width):
+    """Every price and button stays inside its card, cards of a row are the same height."""
+    context = browser.new_context(viewport={"width": width, "height": 900}, base_url=stack["base"])
+    page = context.new_page()
+    page.goto("/pricing")
+    boxes = page.evaluate("""() => [...document.querySelectorAll('section.plan')].map(card => {
+        const c = card.getBoundingClientRect();
+        const inside = el => { const b = el.getBoundingClientRect();
+            return b.left >= c.left - 0.5 && b.right <= c.right + 0.5; };
+        return {top: Math.round(c.top), height: Math.round(c.height),
+                price: inside(card.querySelector('.price')),
+                action: inside(card.querySelector('.button, .plan-badge')),
+                priceOneLine: card.querySelector('.price').getBoundingClientRect().height < 60};
+    })""")
+    assert len(boxes) == 4
+    assert all(b["price"] and b["action"] and b["priceOneLine"] for b in boxes), boxes
+    rows: dict[int, set[int]] = {}
+    for box in boxes:
+        rows.setdefault(box["top"], set()).add(box["height"])
+    assert all(len(heights) == 1 for heights in rows.values()), boxes
+    expected_columns = 1 if width < 560 else 2 if width < 1000 else 4
+    assert len(rows) == 4 // expected_columns, (width, boxes)
     context.close()

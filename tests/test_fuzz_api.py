@@ -80,5 +80,8 @@ def test_api_conforms_to_its_contract(case):
     # headers, invalid input refused). "Valid-looking input accepted" is left out: a
     # well-formed body can still be refused for business reasons no schema can state:
     # a common password, an undeliverable address, a bad signature, an unknown token.
+    # The WSGI transport hands the body over as sent, without undoing the brotli/gzip the
+    # app applies to larger answers, so ask for them uncompressed (compression has its own
+    # tests in test_pages_http.py).
     _cases.append(case.operation.label)
-    case.call_and_validate(excluded_checks=[positive_data_acceptance])
+    case.call_and_validate(headers={"Accept-Encoding": "identity"}, excluded_checks=[positive_data_acceptance])

@@ -11,7 +11,7 @@ from flask_cors import CORS
 from flask_wtf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import cli, config, db, errors, logs, migrate
+from . import assets, cli, config, db, errors, headers, logs, migrate
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -57,10 +57,12 @@ def _billing_mode(app: Flask) -> None:
 
 class _BrowserSessions(SecureCookieSessionInterface):
     """Cookie sessions for the browser pages only: the /v1 API authenticates with bearer
-    tokens, so its requests neither read the session cookie nor pay to decode one."""
+    tokens, so its requests neither read the session cookie nor pay to decode one, and
+    static files are the same for every visitor."""
 
     def open_session(self, app: Flask, request):
-        if request.path.startswith("/v1/"):
+        # static files too: they are the same for everyone, so no `Vary: Cookie` on them
+        if request.path.startswith(("/v1/", "/static/")) or request.path == "/favicon.ico":
             return self.null_session_class()
         return super().open_session(app, request)
 
@@ -86,6 +88,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     logs.init_app(app)
     errors.init_app(app)
+    headers.init_app(app)
+    assets.init_app(app)
     migrate.init_app(app)
     cli.init_app(app)
     csrf.init_app(app)
@@ -102,7 +106,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(docs)
     cors.init_app(app, resources={r"/v1/*": {"origins": app.config["CORS_ORIGINS"]}},
                   allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After", "Location"],
-                  methods=["GET", "POST", "DELETE", "OPTIONS"], max_age=600)
+                  methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"], max_age=600)
 
     @app.get("/healthz")
     def healthz():

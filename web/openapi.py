@@ -62,7 +62,8 @@ FEATURES_EXAMPLE = {"width": 2160, "height": 3840, "watermark": False, "api_keys
 KEY_EXAMPLE = {"id": KEY_ID, "name": "CI pipeline", "prefix": "sk_live_3kTq", "created_at": NOW,
                "last_used": None}
 JOB_EXAMPLE = {"job_id": JOB_ID, "status": "completed", "progress": 100,
-               "video_url": f"/media/{JOB_ID}.mp4", "error": None, "note": None, "voice": "en_US-joe-medium",
+               "video_url": f"/media/{JOB_ID}.mp4", "poster_url": f"/media/{JOB_ID}.jpg",
+               "title": "Three hearts, one octopus", "error": None, "note": None, "voice": "en_US-joe-medium",
                "platform": "youtube_shorts", "topic": "Why octopuses have three hearts", "duration_seconds": 20,
                "created_at": NOW, "finished_at": LATER}
 
@@ -275,8 +276,41 @@ SCHEMAS = {
             error=NULLABLE_STRING, note={**NULLABLE_STRING, "description": "what the video could not do "
                                          "(e.g. no voice for its language)"},
             voice=NULLABLE_STRING, platform={"enum": PLATFORMS}, topic=STRING,
+            title={**NULLABLE_STRING, "description": "your name for the video (renameJob); null shows the topic"},
+            poster_url={**NULLABLE_STRING, "description": "a frame of the finished video (JPEG)"},
             duration_seconds={"type": "integer"}, created_at=DATETIME,
             finished_at={"type": ["string", "null"], "format": "date-time"})),
+    "JobRename": described(
+        "A new name for a video: one line, used in lists and as the download's file name.",
+        {"title": "Three hearts, one octopus"},
+        obj(["title"], title={**TEXT, "minLength": 1, "maxLength": 200,
+                              "description": "one line; surrounding spaces are trimmed"})),
+    "AccountDelete": described(
+        "Your password (and a two-factor code when it is on), to delete the account.",
+        {"password": "correct horse battery staple", "code": "492039"},
+        obj(["password"], password={"type": "string", "maxLength": 1024},
+            code={"type": "string", "minLength": 1, "maxLength": 50,
+                  "description": "required when two-factor sign-in is on: 6 digits from the authenticator app, "
+                                 "or a recovery code"})),
+    "AccountExport": described(
+        "Everything the account holds about you; never a password, key or token hash, nor the two-factor secret.",
+        {"exported_at": NOW, "profile": {"email": "ada@example.com", "full_name": "Ada Lovelace"},
+         "subscription": {"tier": "pro", "status": "active"}, "credit_ledger": [], "usage": [], "jobs": [],
+         "api_keys": [], "sessions": [], "trusted_devices": [], "two_factor": None, "sign_in_attempts": [],
+         "emails": []},
+        obj(["exported_at", "profile", "subscription", "credit_ledger", "usage", "jobs", "api_keys", "sessions",
+             "trusted_devices", "two_factor", "sign_in_attempts", "emails"],
+            exported_at=DATETIME, profile={"type": "object", "description": "email, name, when you joined"},
+            subscription={"type": ["object", "null"], "description": "plan, status and period"},
+            credit_ledger={"type": "array", "items": {"type": "object"}, "description": "every credit movement"},
+            usage={"type": "array", "items": {"type": "object"}, "description": "billable actions"},
+            jobs={"type": "array", "items": {"type": "object"}, "description": "your videos"},
+            api_keys={"type": "array", "items": {"type": "object"}, "description": "names and prefixes, no hashes"},
+            sessions={"type": "array", "items": {"type": "object"}, "description": "sign-in sessions"},
+            trusted_devices={"type": "array", "items": {"type": "object"}},
+            two_factor={"type": ["object", "null"], "description": "whether it is on, never the secret"},
+            sign_in_attempts={"type": "array", "items": {"type": "object"}},
+            emails={"type": "array", "items": {"type": "object"}, "description": "mails we sent you"})),
     "JobList": described(
         "A page of your jobs, newest first.", {"jobs": [JOB_EXAMPLE], "next_before": None},
         obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},
@@ -594,16 +628,34 @@ PATHS = {
         query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "page size", 20),
         query("before", UUID, "id of the last job of the previous page", JOB_ID)], tag="videos",
         description="A page of your jobs; pass `next_before` as `before` for the next one.")},
-    "/v1/jobs/{job_id}": {"get": operation(
-        "One of your jobs", 200, ref("Job"), [404], op_id="getJob",
-        params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
-        description="A job's status and progress; once completed, its video URL. 404 for another user's job.")},
+    "/v1/jobs/{job_id}": {
+        "get": operation(
+            "One of your jobs", 200, ref("Job"), [404], op_id="getJob",
+            params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
+            description="A job's status and progress; once completed, its video URL. 404 for another user's job."),
+        "patch": operation(
+            "Rename a video", 200, ref("Job"), [404], op_id="renameJob", body="JobRename",
+            params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
+            description="The title replaces the topic in lists and download names."),
+        "delete": operation(
+            "Delete a finished video", 204, None, [404, 409], op_id="deleteJob",
+            params=[path_id("job_id", "the id `generateShort` answered", JOB_ID)], tag="videos",
+            description="Removes the video and its poster; the credit it cost stays spent. 409 while it renders."),
+    },
     "/v1/user/credits": {"get": operation("Plan and balance", 200, ref("Credits"), [], op_id="getCredits",
                                           tag="account",
                                           description="Your plan, this period's credits and when they renew.")},
     "/v1/user/usage": {"get": operation("Billable actions", 200, ref("Usage"), [422], op_id="listUsage", params=[
         query("days", {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}, "how far back", 30)],
         tag="account", description="Every credit spent or refunded in the last `days` days.")},
+    "/v1/account": {"delete": operation(
+        "Delete your account", 204, None, [], op_id="deleteAccount", body="AccountDelete", tag="account",
+        description="The Stripe subscription ends at once, videos and personal data are erased, and every session, "
+                    "token and key stops working; the credit ledger is kept under a pseudonymous id so the books "
+                    "still add up. 403 for a wrong password or code.")},
+    "/v1/account/export": {"get": operation(
+        "Export your data", 200, ref("AccountExport"), [], op_id="exportAccount", tag="account",
+        description="Everything your account holds about you, as JSON.")},
     "/v1/billing/plans": {"get": operation(
         "The plans on sale", 200, ref("Plans"), [], op_id="listPlans", auth=False, tag="billing",
         description="Every plan with its price, monthly credits and features; no sign-in needed.")},
@@ -795,4 +847,6 @@ def openapi_json():
 
 @docs.get("/docs")
 def api_docs():
-    return render_template("docs.html", spec=served_document())
+    from .api_docs import page_context
+
+    return render_template("docs.html", **page_context(served_document()))

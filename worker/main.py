@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import AsyncIterator, Callable
+from uuid import UUID
 
 import asyncpg
 from pgqueuer import PgQueuer
@@ -40,6 +41,7 @@ from .branding import Brand, parse_colour
 from .jobs import BadPayload, ClaimedJob, JobControl, LostClaim, job_id_from_payload
 from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
+from .sample import ensure_sample
 from .script import writer_from_env
 from .webhooks import register_webhooks
 
@@ -185,6 +187,24 @@ def register_entrypoints(pgq: PgQueuer, control: JobControl, settings: WorkerSet
         log.info("job %s completed", job_id)
 
 
+def register_media_erasure(pgq: PgQueuer, settings: WorkerSettings) -> None:
+    """`erase_media`: an account's deletion (sql/55_account_erasure.sql) queues one, due
+    when the renders that were running then are over, so a video such a render wrote after
+    the deletion (its completion refused) is deleted too. Runs in a render lane, which sees
+    MEDIA_ROOT."""
+    from web.erasure import remove_job_media
+
+    @pgq.entrypoint("erase_media")
+    async def erase_media(queued: Job) -> None:
+        try:
+            job_ids = [UUID(str(job_id)) for job_id in json.loads(queued.payload or b"")["job_ids"]]
+        except (ValueError, KeyError, TypeError):
+            log.error("dropping erase_media entry %s: %r", queued.id, queued.payload)
+            return
+        removed = await asyncio.to_thread(remove_job_media, settings.media_root, job_ids)
+        log.info("erase_media: %d file(s) of %d job(s) of a deleted account removed", removed, len(job_ids))
+
+
 # A mail that fails to send is retried this many times in all, backing off.
 MAIL_ATTEMPTS = 5
 
@@ -304,13 +324,18 @@ def _newest_mtime(path: Path) -> float:
     return newest
 
 
-def _warm_templates(cache_dir: Path) -> None:
+def _warm_templates(cache_dir: Path, sample_media_root: Path | None = None) -> None:
     """Build each plan size's skip frame and load the narration voice in the background,
-    so no user waits for them."""
+    so no user waits for them; then the landing page's sample video if it is missing."""
     try:
         render.warm_up([size for size in PLAN_SIZES], cache_dir)
     except Exception:  # noqa: BLE001 - a render builds what it needs on demand anyway
         log.exception("could not warm up the renderer")
+    if sample_media_root is not None:
+        try:
+            ensure_sample(sample_media_root, cache_dir)
+        except Exception:  # noqa: BLE001 - the landing page shows its poster-less version meanwhile
+            log.exception("could not render the landing page's sample video")
 
 
 def _asyncpg_params(dsn: str) -> dict:
@@ -339,7 +364,10 @@ async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "a
     if lane != "light":
         for path in remove_stale_scratch(settings.media_root):
             log.info("removed stale render scratch %s", path)
-        threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache",), daemon=True).start()
+        # the sample comes from the real renderer only (tests that stub it render none)
+        sample_root = settings.media_root if settings.renderer is render_short else None
+        threading.Thread(target=_warm_templates, args=(settings.media_root / ".cache", sample_root),
+                         daemon=True).start()
     queue_conn = await asyncpg.connect(**_asyncpg_params(settings.dsn))
     pool = AsyncConnectionPool(settings.dsn, min_size=1, max_size=int(os.environ.get("WORKER_POOL_MAX", "4")),
                                kwargs={"autocommit": True}, open=False)
@@ -348,6 +376,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "a
         pgq = PgQueuer.from_asyncpg_connection(queue_conn)
         if lane != "light":
             register_entrypoints(pgq, JobControl(pool), settings)
+            register_media_erasure(pgq, settings)
         if lane != "render":
             register_schedules(pgq, pool)
             register_mail(pgq, pool, MailSettings.from_env())

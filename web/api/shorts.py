@@ -1,9 +1,10 @@
 """/v1/shorts/generate and /v1/jobs: spend a credit on a video, follow its render."""
 from __future__ import annotations
 
+from pathlib import Path
 from uuid import UUID
 
-from flask import g, jsonify, request
+from flask import current_app, g, jsonify, request
 
 from worker.script import MAX_USER_SCRIPT
 from worker.voices import VOICES
@@ -64,3 +65,24 @@ def list_jobs():
         rows = jobs.list_jobs(cur, limit, before)
     next_before = str(rows[-1]["id"]) if len(rows) == limit else None
     return jsonify(jobs=[jobs.job_json(row) for row in rows], next_before=next_before)
+
+
+@api.patch("/jobs/<job_id>")
+@require_auth
+def rename_job(job_id: str):
+    """Name a video; the title replaces the topic in lists and download names."""
+    job_uuid = jobs.parse_job_id(job_id)
+    body = json_body()
+    title = string_field(body, "title", min_length=1, max_length=200, strip=True)
+    jobs.rename(job_uuid, title, identity=g.identity)
+    with user_tx() as cur:
+        row = jobs.get_job(cur, job_uuid)
+    return jsonify(jobs.job_json(row))
+
+
+@api.delete("/jobs/<job_id>")
+@require_auth
+def delete_job(job_id: str):
+    """Delete a finished video and its files; the credit it cost stays spent."""
+    jobs.delete(jobs.parse_job_id(job_id), Path(current_app.config["MEDIA_ROOT"]), identity=g.identity)
+    return "", 204

@@ -4,14 +4,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from .. import accounts, db, identity, two_factor
+from .. import accounts, db, erasure, identity, two_factor
 from ..accounts import Account
 from ..errors import ApiError
 from . import SessionUser, is_safe_next, ui
-from .forms import ChangePasswordForm, LoginForm, LogoutForm, SignupForm, TwoFactorCodeForm, TwoFactorConfirmForm
+from .forms import (ChangePasswordForm, DeleteAccountForm, LoginForm, LogoutForm, SignupForm, TwoFactorCodeForm,
+                    TwoFactorConfirmForm)
 
 # How long a browser stays a known device of the accounts that signed in on it.
 DEVICE_COOKIE_SECONDS = 365 * 24 * 3600
@@ -161,11 +162,13 @@ def logout():
     return redirect(url_for("ui.login"))
 
 
-def _account_page(form: ChangePasswordForm, status: int = 200, two_factor_form: TwoFactorConfirmForm | None = None):
+def _account_page(form: ChangePasswordForm, status: int = 200, two_factor_form: TwoFactorConfirmForm | None = None,
+                  delete_form: DeleteAccountForm | None = None):
     with db.tx(current_user.id) as cur:
         state = two_factor.pending(cur, current_user.account.email)
     return render_template("auth/account.html", form=form, two_factor=state,
                            two_factor_form=two_factor_form or TwoFactorConfirmForm(formdata=None),
+                           delete_form=delete_form or DeleteAccountForm(formdata=None),
                            start_form=LogoutForm()), status
 
 
@@ -234,3 +237,34 @@ def two_factor_disable():
         flash("Two-factor sign-in is off.", "info")
         return redirect(url_for("ui.account"))
     return _account_page(ChangePasswordForm(formdata=None), 422, form)
+
+
+@ui.get("/account/export")
+@login_required
+def account_export():
+    """The signed-in user's data as a JSON download."""
+    user_id = current_user.id
+    response = jsonify(erasure.export_account(lambda: db.tx(user_id)))
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Disposition"] = 'attachment; filename="story-genius-export.json"'
+    return response
+
+
+@ui.post("/account/delete")
+@login_required
+def account_delete():
+    """Delete the account (password, and a code when two-factor sign-in is on), then sign out."""
+    form = DeleteAccountForm()
+    if not form.validate_on_submit():
+        return _account_page(ChangePasswordForm(formdata=None), 422, delete_form=form)
+    user_id = current_user.id
+    try:
+        erasure.delete_account(lambda: db.tx(user_id), form.password.data, form.code.data or None)
+    except ApiError as error:
+        _field_error(form, error)
+        return _account_page(ChangePasswordForm(formdata=None), error.status, delete_form=form)
+    logout_user()
+    session.clear()
+    flash("Your account has been deleted, with your videos and personal data. Thank you for trying Story Genius.",
+          "info")
+    return redirect(url_for("ui.signup"))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, IntegerField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, ValidationError
 
@@ -97,3 +97,13 @@ class ResetPasswordForm(Form):
     new_password = PasswordField("New password", validators=[DataRequired(), Length(min=8, max=128)])
     confirm = PasswordField("Repeat new password",
                             validators=[DataRequired(), EqualTo("new_password", "The passwords do not match.")])
+
+
+class DeleteAccountForm(Form):
+    """Deleting the account: the password, a code when two-factor sign-in is on, and a tick."""
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    code = StringField("Code from your authenticator app (if two-factor sign-in is on)",
+                       validators=[Optional(), Length(max=50)],
+                       render_kw={"inputmode": "numeric", "autocomplete": "one-time-code"})
+    confirm = BooleanField("I understand that my videos, credits and account are gone for good",
+                           validators=[DataRequired("Tick the box to confirm.")])

@@ -1,0 +1,1 @@
+drop index concurrently if exists jobs_user_live_created_idx;

@@ -1,0 +1,1 @@
+drop table sql_layer_files;
