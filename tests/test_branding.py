@@ -457,3 +457,8 @@ def test_an_agency_video_carries_the_uploaded_logo_and_never_our_name(api, conne
     assert float(np.abs(last - np.asarray(base.convert("RGB")).astype(int)).mean()) > 25
     data = path.read_bytes() + path.with_suffix(".jpg").read_bytes()
     assert b"story genius" not in data.lower() and "Story Genius" not in metadata(path)
+    # nor in the name the download gets
+    download = api.get(job["video_url"], headers=agency["auth"])
+    assert download.status_code == 200
+    disposition = download.headers.get("Content-Disposition", "").lower()
+    assert "story" not in disposition and "genius" not in disposition, disposition
