@@ -461,4 +461,4 @@ def test_an_agency_video_carries_the_uploaded_logo_and_never_our_name(api, conne
     download = api.get(job["video_url"], headers=agency["auth"])
     assert download.status_code == 200
     disposition = download.headers.get("Content-Disposition", "").lower()
-    assert "story" not in disposition and "genius" not in disposition, disposition
+    assert "genius" not in disposition and "coffee" in disposition, disposition
