@@ -167,8 +167,9 @@ begin
   if amount is null or amount not between 1 and 1000000 then
     raise exception 'amount must be from 1 to 1000000' using errcode = 'P0422';
   end if;
-  if reason is null or reason not in ('signup_grant', 'renewal', 'plan_grant', 'upgrade_grant', 'admin_grant') then
-    raise exception 'reason must be one of signup_grant, renewal, plan_grant, upgrade_grant, admin_grant'
+  if reason is null or reason not in ('signup_grant', 'renewal', 'plan_grant', 'upgrade_grant', 'admin_grant',
+                                      'referral_grant') then
+    raise exception 'reason must be one of signup_grant, renewal, plan_grant, upgrade_grant, admin_grant, referral_grant'
       using errcode = 'P0422';
   end if;
   if idempotency_key is null or length(idempotency_key) not between 1 and 200 then

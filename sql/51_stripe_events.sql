@@ -216,6 +216,7 @@ begin
       when event.type = 'invoice.payment_failed' then app._apply_payment_failed(event.id, obj)
       when event.type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded',
                           'checkout.session.async_payment_failed') then app._apply_checkout(obj)
+      when event.type = 'charge.succeeded' then app._note_payment_fingerprint(obj)
       when event.subscription_id is not null then 'state: re-read from Stripe'
     end;
   exception when others then
@@ -401,6 +402,8 @@ begin
     'amount_cents', coalesce((invoice ->> 'amount_paid')::integer, plan.price_cents),
     'period_start', period_start, 'period_end', period_end,
     'renewal', invoice ->> 'billing_reason' = 'subscription_cycle'));
+  perform app._reward_referrer(uid, invoice ->> 'id',
+                               coalesce((invoice ->> 'amount_paid')::integer, (invoice ->> 'total')::integer));
 
   case coalesce(invoice ->> 'billing_reason', 'subscription_create')
     when 'subscription_cycle' then

@@ -242,7 +242,7 @@ def test_pages_fit_phone_and_desktop(stack, browser, viewport):
     page.fill("#email", f"layout-{time.time_ns()}@example.com")
     page.fill("#password", "velvet-otter-canyon-42")
     page.click("button[type=submit]")
-    for path in ("/dashboard", "/billing", "/account"):
+    for path in ("/dashboard", "/billing", "/account", "/webhooks", "/referrals"):
         page.goto(path)
         assert fits_the_screen(page), path
         shot(page, f"layout-{name}{path.replace('/', '-')}")
@@ -392,7 +392,7 @@ def signed_in_context(stack, browser, viewport):
 
 
 PUBLIC_PAGES = ["/", "/signup", "/login", "/pricing", "/docs", "/forgot", "/no-such-page"]
-MEMBER_PAGES = ["/dashboard", "/billing", "/pricing", "/account", "/docs"]
+MEMBER_PAGES = ["/dashboard", "/billing", "/pricing", "/account", "/docs", "/webhooks", "/referrals"]
 
 
 def test_every_page_passes_axe_and_fits_at_every_width(stack, browser):

@@ -108,6 +108,7 @@ SIGNED_IN_FORMS = {
     "/account": ("current_password", "new_password", "confirm"),
     "/dashboard/generate": ("platform", "topic", "duration_seconds"),
     "/billing/change-plan": ("tier",),
+    "/webhooks": ("url", "description"),
 }
 
 
@@ -147,7 +148,8 @@ def test_a_nul_in_a_valid_looking_form_is_refused_beside_its_field(app, connect)
 # -- JSON fields ------------------------------------------------------------------------------
 
 JSON_ROUTES = {
-    "/v1/auth/signup": {"email": "x@example.com", "password": STRONG_PASSWORD, "full_name": "X"},
+    "/v1/auth/signup": {"email": "x@example.com", "password": STRONG_PASSWORD, "full_name": "X",
+                        "referral_code": "nosuchcode"},
     "/v1/auth/login": {"email": "x@example.com", "password": STRONG_PASSWORD},
     "/v1/auth/password/forgot": {"email": "x@example.com"},
     "/v1/auth/password/reset": {"token": "t" * 20, "new_password": STRONG_PASSWORD},
@@ -158,6 +160,8 @@ JSON_ROUTES = {
     "/v1/keys": {"name": "fuzzed key"},
     "/v1/shorts/generate": {"platform": "tiktok", "topic": "the history of coffee", "duration_seconds": 15},
     "/v1/billing/create-checkout-session": {"tier": "starter"},
+    "/v1/webhooks/endpoints": {"url": "https://hooks.example.org/in", "description": "fuzzed endpoint",
+                               "event_types": ["render.completed"]},
 }
 
 

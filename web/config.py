@@ -119,4 +119,15 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
         "CORS_ORIGINS": _origins(env),
         # how many proxies in front of us set X-Forwarded-For (0: use the socket address)
         "TRUSTED_PROXY_COUNT": _integer(env, "TRUSTED_PROXY_COUNT", 0, 0),
+        # customers' webhook endpoints may be private addresses: local development and tests only
+        "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": _webhook_local_mode(env),
     }
+
+
+def _webhook_local_mode(env) -> bool:
+    from worker.webhooks import allow_private_addresses
+
+    try:
+        return allow_private_addresses(env)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None

@@ -87,10 +87,14 @@ SCHEMAS = {
             expires_in={"type": "integer", "description": "seconds the access token lives"}, user=ref("User"))),
     "SignupRequest": described(
         "A new account: a deliverable address and a password that is not a common one.",
-        {"email": "ada@example.com", "password": "correct horse battery staple", "full_name": "Ada Lovelace"},
+        {"email": "ada@example.com", "password": "correct horse battery staple", "full_name": "Ada Lovelace",
+         "referral_code": "k3v9q27xm2"},
         obj(["email", "password"], email={**TEXT, "maxLength": 254},
             password={"type": "string", "minLength": 8, "maxLength": 128},
-            full_name={"type": ["string", "null"], "maxLength": 200})),
+            full_name={"type": ["string", "null"], "maxLength": 200},
+            referral_code={"type": ["string", "null"], "maxLength": 40,
+                           "description": "from a referral link (`/r/<code>`): +5 credits once the address is "
+                                          "confirmed; an unknown code is ignored"})),
     "LoginRequest": described(
         "Credentials, with the device token of an earlier sign-in from this device.",
         {"email": "ada@example.com", "password": "correct horse battery staple", "device_token": DEVICE_TOKEN},
@@ -805,6 +809,33 @@ PATHS.update({
         description="Sends the same event (same id and body, a fresh signature) again now, with three more days "
                     "of retries. 409 when the endpoint is off.")},
 })
+
+# --- referrals (issue 20 item 6) ------------------------------------------------------------
+REFERRAL_EXAMPLE = {"referee": "g•••@example.net", "joined_at": NOW, "status": "rewarded", "detail": "earned",
+                    "credits_earned": 10, "rewarded_at": LATER}
+SCHEMAS["Referrals"] = described(
+    "Your referral link, its terms, and each friend who signed up through it (address masked).",
+    {"code": "k3v9q27xm2", "link": "https://storygenius.app/r/k3v9q27xm2", "referee_credits": 5,
+     "referrer_credits": 10, "monthly_cap": 20, "rewards_this_month": 1, "credits_earned": 10,
+     "referrals": [REFERRAL_EXAMPLE]},
+    obj(["code", "link", "referee_credits", "referrer_credits", "monthly_cap", "rewards_this_month",
+         "credits_earned", "referrals"],
+        code=STRING, link={**STRING, "description": "share this"},
+        referee_credits={"type": "integer", "description": "your friend's, when they confirm their email"},
+        referrer_credits={"type": "integer", "description": "yours, when their first invoice is paid"},
+        monthly_cap={"type": "integer", "description": "rewards you can earn per calendar month (UTC)"},
+        rewards_this_month={"type": "integer", "minimum": 0}, credits_earned={"type": "integer", "minimum": 0},
+        referrals={"type": "array", "items": obj(
+            ["referee", "joined_at", "status", "detail", "credits_earned", "rewarded_at"],
+            referee=STRING, joined_at=DATETIME,
+            status={"enum": ["pending", "rewarded", "refused", "capped"],
+                    "description": "refused: the same person as you (mailbox, browser, network or card)"},
+            detail=STRING, credits_earned={"type": "integer", "minimum": 0}, rewarded_at=NULLABLE_DATETIME)}))
+TAGS.append({"name": "referrals", "description": "Invite friends: credits for both sides, once per friend."})
+PATHS["/v1/referrals"] = {"get": operation(
+    "Your referral link and what it has earned", 200, ref("Referrals"), [], op_id="getReferrals", tag="referrals",
+    description="Your link (made on first call; a confirmed address is needed, else 403), this month's rewards "
+                "against the cap, and every friend who signed up through it.")}
 
 DOCUMENT = {
     "openapi": "3.1.0",

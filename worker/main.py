@@ -43,6 +43,7 @@ from .mail import MailSettings, compose, deliver
 from .render import RenderSpec, render_short
 from .sample import ensure_sample
 from .script import writer_from_env
+from .referrals import register_referrals
 from .webhooks import register_webhooks
 
 log = logging.getLogger("worker")
@@ -382,6 +383,7 @@ async def create_pgqueuer(settings: WorkerSettings | None = None, lane: str = "a
             register_mail(pgq, pool, MailSettings.from_env())
             register_billing(pgq, settings.dsn)
             register_webhooks(pgq, pool)
+            register_referrals(pgq, pool)
         yield pgq
     finally:
         await pool.close()

@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -198,6 +199,17 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
+def _cut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+    """End a connection that ran out of time: its blocked read returns at once."""
+    cut.set()
+    sock = connection.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 @dataclass(frozen=True)
 class Outcome:
     status_code: int | None
@@ -227,20 +239,28 @@ def post(url: str, body: bytes, headers: dict[str, str], settings: WebhookSettin
         connection = _PinnedHTTPSConnection(target, settings.timeout_seconds, tls or ssl.create_default_context())
     else:
         connection = _PinnedHTTPConnection(target, settings.timeout_seconds)
+    # the socket timeout bounds each read; this bounds the whole exchange, so a receiver
+    # that trickles a byte at a time cannot hold a worker slot
+    cut = threading.Event()
+    deadline = threading.Timer(settings.timeout_seconds, _cut, args=(connection, cut))
+    deadline.start()
+    too_slow = f"No complete answer within {settings.timeout_seconds:g} s."
     try:
         connection.request("POST", target.path, body=body, headers=headers)
         response = connection.getresponse()
         response.read(MAX_RESPONSE_BYTES)
         status = response.status
     except (TimeoutError, socket.timeout):
-        return Outcome(None, elapsed(), f"No answer within {settings.timeout_seconds:g} s.")
+        return Outcome(None, elapsed(), too_slow)
     except ssl.SSLError as error:
-        return Outcome(None, elapsed(), f"TLS failed: {error.reason or 'handshake error'}.")
+        return Outcome(None, elapsed(), too_slow if cut.is_set() else f"TLS failed: {error.reason or 'handshake error'}.")
     except OSError as error:
-        return Outcome(None, elapsed(), f"Could not connect: {error.strerror or type(error).__name__}.")
+        return Outcome(None, elapsed(), too_slow if cut.is_set()
+                       else f"Could not connect: {error.strerror or type(error).__name__}.")
     except http.client.HTTPException as error:
-        return Outcome(None, elapsed(), f"Invalid HTTP answer ({type(error).__name__}).")
+        return Outcome(None, elapsed(), too_slow if cut.is_set() else f"Invalid HTTP answer ({type(error).__name__}).")
     finally:
+        deadline.cancel()
         connection.close()
     if 300 <= status < 400:
         return Outcome(status, elapsed(), f"HTTP {status}: redirects are not followed; use the final URL.")

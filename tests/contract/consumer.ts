@@ -44,6 +44,19 @@ const retryAfter: TooMany["Retry-After"] = "30";
 const remaining: operations["listJobs"]["responses"][200]["headers"]["RateLimit-Remaining"] = "57";
 const location: operations["generateShort"]["responses"][202]["headers"]["Location"] = "/v1/jobs/0b8e";
 
+// a webhook receiver types what it is sent, and an endpoint's events are a closed set
+function onEvent(event: Schemas["WebhookEvent"]): string {
+  const kind: "render.completed" | "render.failed" | "batch.completed" | "credits.low" | "credits.expiring"
+    | "subscription.updated" | "payment.failed" | "webhook.test" = event.type;
+  return `${kind} ${event.id} at ${event.created}`;
+}
+const endpoint: Schemas["WebhookEndpointCreate"] = { url: "https://hooks.example.org/in", event_types: ["render.completed"] };
+// @ts-expect-error not an event type
+const unknownEvent: Schemas["WebhookEndpointCreate"] = { url: "https://hooks.example.org/in", event_types: ["video.exploded"] };
+function secretOnce(created: Json<"createWebhookEndpoint", 201>): string {
+  return created.secret;
+}
+
 // query and path parameters by name
 const page: NonNullable<operations["listJobs"]["parameters"]["query"]> = { limit: 20 };
 const job: operations["getJob"]["parameters"]["path"] = { job_id: "0b8e6c1d-4f2a-4d7e-9c3b-5a1f2e8d7c60" };
@@ -51,4 +64,4 @@ const job: operations["getJob"]["parameters"]["path"] = { job_id: "0b8e6c1d-4f2a
 const sameOperation: paths["/v1/shorts/generate"]["post"] = {} as operations["generateShort"];
 
 export { request, wrongPlatform, queued, failed, resolution, missing, retryAfter, remaining, location, page, job,
-  sameOperation };
+  sameOperation, onEvent, endpoint, unknownEvent, secretOnce };

@@ -38,6 +38,6 @@ def refuse_unknown_query_parameters():
 
 def register(app) -> None:
     from . import account, auth, billing, branding, keys, shorts, user  # noqa: F401 - route modules attach to `api`
-    from . import webhooks  # noqa: F401 - issue 20: webhooks to customers
+    from . import referrals, webhooks  # noqa: F401 - issue 20: referrals, webhooks to customers
 
     app.register_blueprint(api)

@@ -31,8 +31,12 @@ def signup():
     email = string_field(body, "email", max_length=254, strip=True)
     password = string_field(body, "password")
     full_name = string_field(body, "full_name", required=False, max_length=200, strip=True) or None
+    from .referrals import MAX_CODE, record_referral  # (referrals imports this module)
+
+    referral_code = string_field(body, "referral_code", required=False, max_length=MAX_CODE)
     with db.tx() as cur:
         account = accounts.signup(cur, email, password, full_name, accounts.client_ip(request))
+        record_referral(cur, referral_code, accounts.client_ip(request))
         pair = identity.new_token_pair(account.id, account.session_version)
         identity.store_new_refresh_token(cur, pair)
     return _tokens_response(account, pair, 201)

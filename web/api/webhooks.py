@@ -6,12 +6,11 @@ delivery: worker/webhooks.py). Its signing secret is answered once, at creation.
 """
 from __future__ import annotations
 
-import os
 from uuid import UUID
 
 from flask import current_app, jsonify, request
 
-from worker.webhooks import RefusedTarget, allow_private_addresses, check_url, resolve_target
+from worker.webhooks import RefusedTarget, check_url, resolve_target
 
 from ..errors import ApiError
 from . import api, require_auth
@@ -24,11 +23,8 @@ MAX_URL = 2000
 
 
 def private_addresses_allowed() -> bool:
-    """WEBHOOK_ALLOW_PRIVATE_ADDRESSES (config, else environment): local development and tests only."""
-    configured = current_app.config.get("WEBHOOK_ALLOW_PRIVATE_ADDRESSES")
-    if configured is not None:
-        return bool(configured)
-    return allow_private_addresses(os.environ)
+    """WEBHOOK_ALLOW_PRIVATE_ADDRESSES (web/config.py read it at start-up): local development and tests only."""
+    return bool(current_app.config.get("WEBHOOK_ALLOW_PRIVATE_ADDRESSES"))
 
 
 def check_endpoint_url(url: str) -> None:

@@ -65,7 +65,7 @@ def to_login():
 
 def register(app) -> None:
     from . import auth, billing, branding, email_links, pages  # noqa: F401 - route modules attach to `ui`
-    from . import webhooks  # noqa: F401 - issue 20: webhooks to customers
+    from . import referrals, webhooks  # noqa: F401 - issue 20: referrals, webhooks to customers
 
     login_manager.init_app(app)
     # the session is checked against the database on every request; a stolen cookie

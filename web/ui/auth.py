@@ -13,6 +13,7 @@ from ..errors import ApiError
 from . import SessionUser, is_safe_next, ui
 from .forms import (ChangePasswordForm, DeleteAccountForm, LoginForm, LogoutForm, SignupForm, TwoFactorCodeForm,
                     TwoFactorConfirmForm)
+from .referrals import record_referral, referral_code_presented
 
 # How long a browser stays a known device of the accounts that signed in on it.
 DEVICE_COOKIE_SECONDS = 365 * 24 * 3600
@@ -63,11 +64,13 @@ def signup():
         return redirect(url_for("ui.dashboard"))
     form = SignupForm()
     status, headers = 200, {}
+    referral_code = referral_code_presented()
     if form.validate_on_submit():
         try:
             with db.tx() as cur:
                 account = accounts.signup(cur, form.email.data, form.password.data, form.full_name.data or None,
                                           accounts.client_ip(request))
+                record_referral(cur, referral_code, accounts.client_ip(request), _device_tokens())
                 _start_session(cur, account)
         except ApiError as error:
             _field_error(form, error)
@@ -77,7 +80,7 @@ def signup():
             return redirect(url_for("ui.dashboard"))
     elif form.is_submitted():
         status = 422
-    return render_template("auth/signup.html", form=form), status, headers
+    return render_template("auth/signup.html", form=form, referred=bool(referral_code)), status, headers
 
 
 @ui.route("/login", methods=["GET", "POST"])
