@@ -2,8 +2,9 @@
 peer/limit, ratio, goal, met?) and write it, with the machine it ran on, to
 bench/RESULTS.md. `make bench` installs what they need first.
 
-Parts: render, peers, scale, queue (the default: all four) and servers (the buffering web
-server against gunicorn's gthread worker, issue 16's comparison; asked for by name).
+Parts: render, peers, scale, queue (the default: all four), servers (the buffering web
+server against gunicorn's gthread worker, issue 16's comparison) and api (what rate limits
+and Idempotency-Key cost per request); the last two are asked for by name.
 Needs a Postgres it may administer (BENCH_ADMIN_DSN, default the local cluster), Debian's
 wrk and pgbench. BENCH_ROUNDS, BENCH_SECONDS and BENCH_SCALE make a run shorter.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import http_bench, peers, queue_bench, render_bench, scale
+from . import api_bench, http_bench, peers, queue_bench, render_bench, scale
 from .common import ADMIN_DSN, table
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -52,8 +53,23 @@ def _server_rows() -> list[dict]:
     return rows
 
 
+def _api_rows() -> list[dict]:
+    rows = []
+    for row in api_bench.run():
+        if "p50 ms" in row:  # one variant's figures
+            rows.append({"figure": row["variant"],
+                         "ours": f"{row['req/s']}/s (p50 {row['p50 ms']} ms, {row['server CPU ms/req']} CPU ms/req)",
+                         "goal": "(for reading)"})
+        elif "req/s" in row:  # a with/without ratio
+            rows.append({"figure": row["variant"], "ratio": f"{row['req/s']} req/s, {row['server CPU ms/req']} CPU",
+                         "goal": "(for reading)"})
+        else:
+            rows.append({"figure": row["variant"]})
+    return rows
+
+
 PARTS = {"render": _render_rows, "peers": peers.run, "scale": scale.run, "queue": _queue_rows,
-         "servers": _server_rows}
+         "servers": _server_rows, "api": _api_rows}
 DEFAULT = ("render", "peers", "scale", "queue")
 
 

@@ -49,7 +49,10 @@ def live_server(dsn: str, workers: int = 2, extra_env: dict | None = None, worke
     port = free_port()
     env = {**os.environ, "DATABASE_URL": dsn, "SECRET_KEY": "bench-" + uuid.uuid4().hex,
            "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers), "DB_POOL_MAX": "4",
-           "MEDIA_ROOT": str(ROOT / ".data" / "bench-media"), **(extra_env or {})}
+           "MEDIA_ROOT": str(ROOT / ".data" / "bench-media"),
+           # throughput figures with a few users would measure 429s (bench/api_bench.py
+           # measures the limits' own cost)
+           "RATE_LIMITS": "off", **(extra_env or {})}
     # the server's log goes to a file: an unread pipe would fill up and stall every worker
     log = tempfile.NamedTemporaryFile(prefix="sg-bench-gunicorn-", suffix=".log", delete=False)
     override = ["--worker-class", worker_class] if worker_class else []

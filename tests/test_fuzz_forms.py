@@ -46,7 +46,7 @@ def post_form(client, path: str, fields: dict[str, str]):
 
 
 # not text: refused as not a number first (or, being required, as missing)
-NUMBER_FIELDS = {"duration_seconds"}
+NUMBER_FIELDS = {"duration_seconds", "batch-duration_seconds", "monthly_budget"}
 
 
 def check(response, fields: dict[str, str], path: str = "") -> None:
@@ -61,7 +61,7 @@ def check(response, fields: dict[str, str], path: str = "") -> None:
         assert response.status_code == 422, (response.status_code, fields)
         for name in with_nul:
             # the field is marked invalid, with its error beside it
-            assert re.search(rf'<(input|select)[^>]*(aria-invalid="true"[^>]*id="{name}"|id="{name}"[^>]*'
+            assert re.search(rf'<(input|select|textarea)[^>]*(aria-invalid="true"[^>]*id="{name}"|id="{name}"[^>]*'
                              rf'aria-invalid="true")', page), name
             if name not in NUMBER_FIELDS:
                 assert f"This field {UNSAFE_TEXT}." in page, name
@@ -109,6 +109,8 @@ SIGNED_IN_FORMS = {
     "/dashboard/generate": ("platform", "topic", "duration_seconds"),
     "/billing/change-plan": ("tier",),
     "/webhooks": ("url", "description"),
+    "/keys": ("name", "monthly_budget"),
+    "/dashboard/batch": ("batch-topics", "batch-platform", "batch-duration_seconds"),
 }
 
 
@@ -159,6 +161,7 @@ JSON_ROUTES = {
     "/v1/auth/password": {"current_password": STRONG_PASSWORD, "new_password": STRONG_PASSWORD + "!"},
     "/v1/keys": {"name": "fuzzed key"},
     "/v1/shorts/generate": {"platform": "tiktok", "topic": "the history of coffee", "duration_seconds": 15},
+    "/v1/shorts/batch": {"items": [{"platform": "tiktok", "topic": "the history of coffee"}]},
     "/v1/billing/create-checkout-session": {"tier": "starter"},
     "/v1/webhooks/endpoints": {"url": "https://hooks.example.org/in", "description": "fuzzed endpoint",
                                "event_types": ["render.completed"]},

@@ -315,7 +315,7 @@ def test_new_index_migrations_build_concurrently_outside_a_transaction():
         if path.name < CONVENTION_FROM or path.name.endswith(".rollback.sql"):
             continue
         text = path.read_text()
-        created = {m.lower() for m in re.findall(r"create\s+table\s+(?:if\s+not\s+exists\s+)?([\w.]+)", text, re.I)}
+        created = {m.lower() for m in re.findall(r"create\s+(?:unlogged\s+)?table\s+(?:if\s+not\s+exists\s+)?([\w.]+)", text, re.I)}
         for concurrently, table in CREATE_INDEX.findall(text):
             if table.lower() in created:
                 continue

@@ -226,7 +226,8 @@ def test_the_worker_schedules_renewals_roll_ups_and_purges(database_dsn, media_r
     thread.start()
     thread.join()
     assert outcome == [{"renew_free_subscriptions", "roll_up_reporting", "purge_login_attempts",
-                        "sweep_stranded_jobs", "reconcile_stripe", "emit_credits_expiring"}]
+                        "sweep_stranded_jobs", "reconcile_stripe", "emit_credits_expiring",
+                        "purge_api_bookkeeping"}]
 
 
 def test_renders_never_hold_the_slots_a_payments_reread_needs(database_dsn, media_root, connect, make_user,

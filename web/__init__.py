@@ -105,7 +105,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(media)
     app.register_blueprint(docs)
     cors.init_app(app, resources={r"/v1/*": {"origins": app.config["CORS_ORIGINS"]}},
-                  allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After", "Location"],
+                  allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                  expose_headers=["Retry-After", "Location", "Idempotent-Replayed", "RateLimit-Limit",
+                                  "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy"],
                   methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"], max_age=600)
 
     @app.get("/healthz")

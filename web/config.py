@@ -83,6 +83,9 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
         raise ConfigError("STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set")
     for tier in ("STARTER", "PRO", "AGENCY"):
         _prefixed(env, f"STRIPE_PRICE_{tier}", "price_", "plan_")
+    rate_limits = env.get("RATE_LIMITS") or None
+    if rate_limits not in (None, "plan", "off"):
+        raise ConfigError(f"RATE_LIMITS: must be plan or off, got {rate_limits!r}")
     billing_mode = env.get("BILLING_MODE") or None
     if billing_mode not in (None, "test", "stripe"):
         raise ConfigError(f"BILLING_MODE: must be test or stripe, got {billing_mode!r}")
@@ -121,6 +124,9 @@ def from_env(environ: dict[str, str] | None = None) -> dict:
         "TRUSTED_PROXY_COUNT": _integer(env, "TRUSTED_PROXY_COUNT", 0, 0),
         # customers' webhook endpoints may be private addresses: local development and tests only
         "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": _webhook_local_mode(env),
+        # /v1 requests a minute per API key or user: `plan` (plans.features) or `off`;
+        # unset: plan, except in apps built for tests (web/api/__init__.py)
+        "RATE_LIMITS": rate_limits,
     }
 
 

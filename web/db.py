@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .identity import Identity
 
 _EXTENSION = "sg_pool"
+# g's attribute holding the connection of a request-wide transaction (request_transaction)
+_REQUEST_CONNECTION = "sg_request_connection"
 
 
 class LazyPool:
@@ -105,11 +107,29 @@ def call(sql: str, params: tuple = (), *, identity: "Identity | None" = None,
     for anything longer.
     """
     check_sql, check_params = _acting_as(identity, user_id)
+    joined = g.get(_REQUEST_CONNECTION)
+    if joined is not None:
+        with _refusals_as_api_errors(), ClientCursor(joined, row_factory=dict_row) as cur:
+            cur.execute(f"{check_sql}; {sql}", (*check_params, *params))
+            _note_user(cur.fetchone())
+            cur.nextset()
+            return cur.fetchall()
     pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
     with _refusals_as_api_errors(), pool.connection() as conn, ClientCursor(conn, row_factory=dict_row) as cur:
         cur.execute(f"{check_sql}; {sql}", (*check_params, *params))
         _note_user(cur.fetchone())
         cur.nextset()
+        return cur.fetchall()
+
+
+def call_for_nobody(sql: str, params: tuple = ()) -> list[dict]:
+    """Runs one statement that acts for no user (a SECURITY DEFINER function that takes
+    its subject as arguments) in its own implicit transaction; returns its rows. Bound
+    server-side, so Postgres plans it once per connection: for calls made on every
+    request (the rate-limit count)."""
+    pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
+    with _refusals_as_api_errors(), pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, params, prepare=True)
         return cur.fetchall()
 
 
@@ -119,11 +139,39 @@ def tx(user_id: UUID | str | None = None, *, identity: "Identity | None" = None)
 
     With `identity` (a bearer token or API key), its database check runs first and
     makes its user current instead. Commits when the block ends normally, rolls back
-    when it raises.
+    when it raises. Inside a request_transaction it is part of that transaction, which
+    commits or rolls back as a whole.
     """
+    joined = g.get(_REQUEST_CONNECTION)
+    if joined is not None:
+        with _refusals_as_api_errors(), joined.cursor(row_factory=dict_row) as cur:
+            cur.execute(*_acting_as(identity, user_id))
+            _note_user(cur.fetchone())
+            yield cur
+        return
     pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
     with _refusals_as_api_errors(), pool.connection() as conn, conn.transaction(), \
             conn.cursor(row_factory=dict_row) as cur:
         cur.execute(*_acting_as(identity, user_id))
         _note_user(cur.fetchone())
         yield cur
+
+
+@contextmanager
+def request_transaction(identity: "Identity") -> Iterator[Cursor]:
+    """One transaction for a whole request, acting for `identity`: every `tx` and `call`
+    the view makes inside the block joins it instead of committing on its own, so what the
+    block writes beside the view's work (an idempotency key) commits with that work or not
+    at all. Commits when the block ends normally; any refusal inside rolls all of it back
+    (there are no savepoints: a view that caught a database error and carried on would
+    find the transaction aborted, so only views that do not are run this way)."""
+    pool: ConnectionPool = current_app.extensions[_EXTENSION].get()
+    with _refusals_as_api_errors(), pool.connection() as conn, conn.transaction(), \
+            conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(*_acting_as(identity, None))
+        _note_user(cur.fetchone())
+        setattr(g, _REQUEST_CONNECTION, conn)
+        try:
+            yield cur
+        finally:
+            g.pop(_REQUEST_CONNECTION, None)

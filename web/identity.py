@@ -52,13 +52,16 @@ class AccessToken:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """An `sk_…` key, known only by its SHA-256."""
+    """An `sk_…` key, known only by its SHA-256, and the scope the request's operation
+    needs (web/api/__init__.py: one of the key scopes, "any", or None for operations
+    that need a signed-in session)."""
 
     key_hash: bytes
+    scope: str | None = "any"
 
     def check(self) -> tuple[str, tuple]:
         """The database check as SQL: its one row's user_id is the user it made current."""
-        return "select app.authenticate_api_key(%s) as user_id", (self.key_hash,)
+        return "select app.authenticate_api_key(%s, %s) as user_id", (self.key_hash, self.scope)
 
 
 Identity = AccessToken | ApiKey

@@ -55,12 +55,15 @@ TOKEN_PAIR_EXAMPLE = {"access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJz
                       "token_type": "bearer", "expires_in": 86400, "user": USER_EXAMPLE}
 DEVICE_TOKEN = "dv_5Jx0f3Qm9tLr2WcA7yKpN1sE"
 FEATURES_EXAMPLE = {"width": 2160, "height": 3840, "watermark": False, "api_keys": True, "queue_priority": 10,
+                    "rate_limit_per_minute": 60,
                     "closing_card": False, "branding": True, "white_label": False,
                     "highlights": ["100 videos a month", "4K vertical video, no watermark",
                                    "Your logo and brand colours on every video", "API access",
                                    "Priority rendering"]}
-KEY_EXAMPLE = {"id": KEY_ID, "name": "CI pipeline", "prefix": "sk_live_3kTq", "created_at": NOW,
-               "last_used": None}
+KEY_EXAMPLE = {"id": KEY_ID, "name": "CI pipeline", "prefix": "sk_live_3kTq",
+               "scopes": ["videos:write", "videos:read"], "monthly_budget": 50, "budget_used": 12,
+               "created_at": NOW, "last_used": None}
+KEY_SCOPES = ["videos:write", "videos:read", "credits:read", "webhooks:manage"]
 JOB_EXAMPLE = {"job_id": JOB_ID, "status": "completed", "progress": 100,
                "video_url": f"/media/{JOB_ID}.mp4", "poster_url": f"/media/{JOB_ID}.jpg",
                "title": "Three hearts, one octopus", "error": None, "note": None, "voice": "en_US-joe-medium",
@@ -157,8 +160,8 @@ SCHEMAS = {
             new_password={"type": "string", "minLength": 8, "maxLength": 128})),
     "PlanFeatures": described(
         "What a plan's videos and account can do.", FEATURES_EXAMPLE,
-        {**obj(["width", "height", "watermark", "api_keys", "queue_priority", "closing_card", "branding",
-                "white_label", "highlights"],
+        {**obj(["width", "height", "watermark", "api_keys", "queue_priority", "rate_limit_per_minute", "closing_card",
+                "branding", "white_label", "highlights"],
                width={"type": "integer", "minimum": 1, "description": "video width in pixels"},
                height={"type": "integer", "minimum": 1, "description": "video height in pixels"},
                watermark={"type": "boolean", "description": "videos carry the Story Genius mark"},
@@ -168,6 +171,9 @@ SCHEMAS = {
                api_keys={"type": "boolean", "description": "the plan may create API keys"},
                queue_priority={"type": "integer", "minimum": 0,
                                "description": "higher renders first when the queue is busy"},
+               rate_limit_per_minute={"type": "integer", "minimum": 1,
+                                      "description": "/v1 requests a minute per API key (or per user with an "
+                                                     "access token); see the RateLimit-* headers"},
                highlights={"type": "array", "items": STRING, "description": "selling points, in order"}),
          "additionalProperties": False}),
     "Plan": described(
@@ -240,11 +246,23 @@ SCHEMAS = {
     "WebhookResult": described(
         "The event was stored (or was a repeat) and will be applied.", {"received": True, "outcome": "stored"},
         obj(["received", "outcome"], received={"type": "boolean"}, outcome=STRING)),
-    "KeyCreate": described("A name for the new key, to tell keys apart.", {"name": "CI pipeline"},
-                           obj(["name"], name={**TEXT, "minLength": 1, "maxLength": 100})),
+    "KeyCreate": described(
+        "A new key: a name to tell keys apart, what it may do, and how many credits it may spend a month.",
+        {"name": "CI pipeline", "scopes": ["videos:write", "videos:read"], "monthly_budget": 50},
+        obj(["name"], name={**TEXT, "minLength": 1, "maxLength": 100},
+            scopes={"type": "array", "items": {"enum": KEY_SCOPES}, "minItems": 1, "maxItems": 4, "uniqueItems": True,
+                    "description": "what the key may do (default: all four); a request outside them is a 403 "
+                                   "naming the missing scope. Keys never manage keys, billing or the account."},
+            monthly_budget={"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000,
+                            "description": "credits the key may spend per calendar month (UTC), checked in the "
+                                           "spend's transaction; null: no limit but the balance"})),
     "Key": described(
         "An API key as listed: never the key itself, only its first characters.", KEY_EXAMPLE,
-        obj(["id", "name", "prefix", "created_at", "last_used"], id=UUID, name=STRING, prefix=STRING,
+        obj(["id", "name", "prefix", "scopes", "monthly_budget", "budget_used", "created_at", "last_used"],
+            id=UUID, name=STRING, prefix=STRING, scopes={"type": "array", "items": {"enum": KEY_SCOPES}},
+            monthly_budget={"type": ["integer", "null"], "description": "null: no budget"},
+            budget_used={"type": "integer", "minimum": 0,
+                         "description": "credits spent through the key this month (refunded videos not counted)"},
             created_at=DATETIME, last_used={"type": ["string", "null"], "format": "date-time"})),
     "KeyCreated": described(
         "A new key, shown this once.", {**KEY_EXAMPLE, "key": "sk_live_3kTqV8mZr1XcN0bLp5WyH7dF"},
@@ -334,6 +352,41 @@ SCHEMAS = {
             ["action", "credits", "job_id", "timestamp"], action=STRING, credits={"type": "integer"},
             job_id={"type": ["string", "null"], "format": "uuid"}, timestamp=DATETIME)})),
 }
+
+# --- batches, key scopes, Idempotency-Key (issue 20 items 1, 2, 4, 5) ----------------------
+BATCH_ID = "5b0c3a1e-8f1d-4c1a-9a57-0e0f4d2b7c11"
+SECOND_JOB_ID = "7e2b1c3d-4a5f-4e6d-8c7b-9a0f1e2d3c4b"
+SCHEMAS.update({
+    "BatchRequest": described(
+        "Up to 50 videos to buy together: all of them or none.",
+        {"items": [{"platform": "tiktok", "topic": "The history of coffee"},
+                   {"platform": "youtube_shorts", "topic": "Why cats purr", "duration_seconds": 30}]},
+        obj(["items"], items={"type": "array", "items": ref("GenerateRequest"), "minItems": 1, "maxItems": 50,
+                              "description": "each as for `generateShort`; a refusal names it (`items[3].topic`)"})),
+    "BatchAccepted": described(
+        "Every video of the batch is paid for and queued; follow the batch at `Location`.",
+        {"batch_id": BATCH_ID, "job_ids": [JOB_ID, SECOND_JOB_ID], "status": "queued", "credits_remaining": 95},
+        obj(["batch_id", "job_ids", "status", "credits_remaining"], batch_id=UUID,
+            job_ids={"type": "array", "items": UUID, "minItems": 1, "maxItems": 50,
+                     "description": "in the order of the request's items"},
+            status={"const": "queued"}, credits_remaining={"type": "integer", "minimum": 0})),
+    "Batch": described(
+        "A batch: each video's job, how many are in each state, and the progress of the whole.",
+        {"batch_id": BATCH_ID, "status": "processing", "progress": 75, "total": 2,
+         "counts": {"queued": 0, "processing": 1, "completed": 1, "failed": 0}, "created_at": NOW,
+         "items": [JOB_EXAMPLE, {**JOB_EXAMPLE, "job_id": SECOND_JOB_ID, "status": "processing", "progress": 50,
+                                 "video_url": None, "finished_at": None}]},
+        obj(["batch_id", "status", "progress", "total", "counts", "created_at", "items"], batch_id=UUID,
+            status={"enum": ["queued", "processing", "completed", "partially_failed", "failed"]},
+            progress={"type": "integer", "minimum": 0, "maximum": 100,
+                      "description": "of the whole batch; a failed (refunded) video counts as done"},
+            total={"type": "integer", "minimum": 1, "maximum": 50},
+            counts={**obj(["queued", "processing", "completed", "failed"],
+                          **{state: {"type": "integer", "minimum": 0}
+                             for state in ("queued", "processing", "completed", "failed")}),
+                    "description": "videos in each state"},
+            created_at=DATETIME, items={"type": "array", "items": ref("Job"), "description": "in request order"})),
+})
 
 # --- webhooks to customers (issue 20 item 3) ---------------------------------------------
 WEBHOOK_EVENT_TYPES = ["render.completed", "render.failed", "batch.completed", "credits.low", "credits.expiring",
@@ -466,6 +519,9 @@ HEADERS = {
                             "schema": {"type": "string", "pattern": "^[0-9]+$", "examples": ["57"]}},
     "RateLimit-Reset": {"description": "Seconds until the window starts again.",
                         "schema": {"type": "string", "pattern": "^[0-9]+$", "examples": ["42"]}},
+    "Idempotent-Replayed": {"description": "`true` when this is the kept answer of an earlier request with the "
+                                           "same Idempotency-Key (nothing was done again).",
+                            "schema": {"type": "string", "enum": ["true"], "examples": ["true"]}},
 }
 RATE_LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
@@ -628,6 +684,17 @@ PATHS = {
         ok_headers={"Location": header_ref("Location")},
         description="Takes one credit and queues the render in one transaction. Poll `Location` (or list your "
                     "jobs); a render that fails for good refunds its credit. 402 when the balance is empty.")},
+    "/v1/shorts/batch": {"post": operation(
+        "Spend one credit per video on up to 50 videos, all or nothing", 202, ref("BatchAccepted"), [402],
+        op_id="createBatch", body="BatchRequest", tag="videos", ok_headers={"Location": header_ref("Location")},
+        description="Buys every video of the list in one transaction, each exactly as `generateShort` would, "
+                    "and queues them. 402 says how many credits the batch needs and nothing is spent; any other "
+                    "refusal (a key's scope or budget, an unconfirmed address) refuses the whole batch too.")},
+    "/v1/batches/{batch_id}": {"get": operation(
+        "One of your batches: each video and the progress of the whole", 200, ref("Batch"), [404],
+        op_id="getBatch", params=[path_id("batch_id", "the id `createBatch` answered", BATCH_ID)], tag="videos",
+        description="Each video's job in request order, how many are queued, rendering, done or failed, and "
+                    "the batch's progress. 404 for another user's batch.")},
     "/v1/jobs": {"get": operation("Your jobs, newest first", 200, ref("JobList"), [422], op_id="listJobs", params=[
         query("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}, "page size", 20),
         query("before", UUID, "id of the last job of the previous page", JOB_ID)], tag="videos",
@@ -836,6 +903,41 @@ PATHS["/v1/referrals"] = {"get": operation(
     "Your referral link and what it has earned", 200, ref("Referrals"), [], op_id="getReferrals", tag="referrals",
     description="Your link (made on first call; a confirmed address is needed, else 403), this month's rewards "
                 "against the cap, and every friend who signed up through it.")}
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False, "example": "8e2f6c1a-3b4d-4e5f-9a8b-7c6d5e4f3a2b",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+    "description": "Carry this request out at most once: a retry with the same key and body within 24 hours gets "
+                   "the first answer again (with `Idempotent-Replayed: true`) and changes nothing; the same key "
+                   "with another body is a 422; a retry while the first still runs is a 409 with Retry-After. "
+                   "Keys belong to your account; a UUID per logical request is a good choice.",
+}
+
+
+def _idempotent_posts(paths: dict) -> None:
+    """Every authenticated POST takes an Idempotency-Key: its successes may be replays, and
+    it can answer 409 (the first request with the key still runs) and 422 (the key was used
+    for another request)."""
+    for ops in paths.values():
+        op = ops.get("post")
+        if not op or not op["security"]:
+            continue
+        op["parameters"] = [*op.get("parameters", []), IDEMPOTENCY_KEY]
+        responses = {**op["responses"]}
+        for status, response in responses.items():
+            if status.startswith("2"):
+                responses[status] = {**response, "headers": {**response.get("headers", {}),
+                                                             "Idempotent-Replayed": header_ref("Idempotent-Replayed")}}
+        if "409" not in responses:
+            responses["409"] = error_response(409)
+        responses["409"] = {**responses["409"], "headers": {"Retry-After": {
+            "description": "Only while the first request with this Idempotency-Key still runs: seconds to wait "
+                           "before retrying it.",
+            "schema": {"type": "string", "pattern": "^[0-9]+$", "examples": ["1"]}}}}
+        op["responses"] = dict(sorted(responses.items()))
+
+
+_idempotent_posts(PATHS)
 
 DOCUMENT = {
     "openapi": "3.1.0",

@@ -256,6 +256,8 @@ REPORTING_ROLLUP_CRON = "20 0 * * *"
 LOGIN_ATTEMPT_PURGE_CRON = "40 * * * *"
 # Every five minutes: unfinished jobs that lost their queue entry go back to the queue.
 SWEEP_CRON = "*/5 * * * *"
+# kept Idempotency-Key answers past their 24 hours, and finished rate-limit windows
+API_BOOKKEEPING_PURGE_CRON = "*/10 * * * *"
 # A job is stranded when no worker has touched it for this long (renders report progress
 # several times a minute) and it has no queue entry.
 SWEEP_STALE_AFTER = timedelta(minutes=10)
@@ -281,6 +283,11 @@ def register_schedules(pgq: PgQueuer, pool: AsyncConnectionPool) -> None:
     @pgq.schedule("purge_login_attempts", LOGIN_ATTEMPT_PURGE_CRON)
     async def purge_login_attempts(schedule) -> None:
         log.info("login attempts: %d older than a day forgotten", await call("purge_login_attempts"))
+
+    @pgq.schedule("purge_api_bookkeeping", API_BOOKKEEPING_PURGE_CRON)
+    async def purge_api_bookkeeping(schedule) -> None:
+        log.info("API bookkeeping: %d expired idempotency answers and %d rate-limit windows forgotten",
+                 await call("purge_idempotency_keys"), await call("purge_rate_limit_windows"))
 
     @pgq.schedule("sweep_stranded_jobs", SWEEP_CRON)
     async def sweep_stranded_jobs(schedule) -> None:

@@ -1,25 +1,34 @@
-"""/v1/shorts/generate and /v1/jobs: spend a credit on a video, follow its render."""
+"""/v1/shorts/generate, /v1/shorts/batch, /v1/jobs and /v1/batches: spend credits on
+videos, follow their renders."""
 from __future__ import annotations
 
 from pathlib import Path
 from uuid import UUID
 
 from flask import current_app, g, jsonify, request
+from psycopg.types.json import Jsonb
 
 from worker.script import MAX_USER_SCRIPT
 from worker.voices import VOICES
 
-from .. import jobs
+from .. import db, jobs
 from ..errors import ApiError
 from . import api, require_auth
 from .auth import user_tx
 from .validation import int_field, json_body, query_int, string_field
 
+MAX_BATCH = 50
 
-@api.post("/shorts/generate")
-@require_auth
-def generate():
-    body = json_body()
+
+def _named(error: ApiError, prefix: str) -> ApiError:
+    """The same refusal, its field named inside a list (`items[3].topic`)."""
+    field = f"{prefix}{error.extra.get('field')}" if error.extra.get("field") else prefix.rstrip(".")
+    return ApiError(error.status, f"{prefix}{error.detail}", error.headers, field=field)
+
+
+def video_request(body: dict) -> dict:
+    """One video asked for (platform, topic, duration, voice, script), validated; 422
+    naming the field."""
     platform = string_field(body, "platform", max_length=50)
     if platform not in jobs.PLATFORMS:
         raise ApiError(422, f"platform: must be one of {', '.join(jobs.PLATFORMS)}", field="platform")
@@ -34,11 +43,82 @@ def generate():
     script = string_field(body, "script", required=False, min_length=1, max_length=MAX_USER_SCRIPT, strip=True)
     if script is not None and not any(ch.isalnum() for ch in script):
         raise ApiError(422, "script: must contain words to narrate", field="script")
-    created = jobs.generate(platform, topic, duration, identity=g.identity, voice=voice, script=script)
+    return {"platform": platform, "topic": topic, "duration": duration, "voice": voice, "script": script}
+
+
+def job_options(video: dict) -> dict:
+    """The options a job row keeps, as jobs.generate stores them."""
+    options = {"duration_seconds": video["duration"]}
+    options.update({name: video[name] for name in ("voice", "script") if video[name]})
+    return options
+
+
+@api.post("/shorts/generate")
+@require_auth
+def generate():
+    video = video_request(json_body())
+    created = jobs.generate(video["platform"], video["topic"], video["duration"], identity=g.identity,
+                            voice=video["voice"], script=video["script"])
     response = jsonify(job_id=str(created["job_id"]), status="queued", credits_remaining=created["credits_remaining"])
     response.status_code = 202
     response.headers["Location"] = f"/v1/jobs/{created['job_id']}"
     return response
+
+
+@api.post("/shorts/batch")
+@require_auth
+def create_batch():
+    items = json_body().get("items")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise ApiError(422, f"items: must be a list of 1 to {MAX_BATCH} videos", field="items")
+    wanted = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ApiError(422, f"items[{index}]: must be an object", field=f"items[{index}]")
+        try:
+            video = video_request(item)
+        except ApiError as error:
+            raise _named(error, f"items[{index}].") from None
+        wanted.append({"platform": video["platform"], "topic": video["topic"], "options": job_options(video)})
+    [created] = db.call("select * from app.create_batch(%s)", (Jsonb(wanted),), identity=g.identity)
+    response = jsonify(batch_id=str(created["batch_id"]), job_ids=[str(j) for j in created["job_ids"]],
+                       status="queued", credits_remaining=created["credits_remaining"])
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/batches/{created['batch_id']}"
+    return response
+
+
+def batch_json(batch_id: UUID, rows: list[dict]) -> dict:
+    """A batch as the API shows it: each job, how many are in each state, and the
+    progress of the whole (a finished job, failed or not, counts as done)."""
+    counts = {status: 0 for status in ("queued", "processing", "completed", "failed")}
+    for row in rows:
+        counts[row["status"]] += 1
+    finished = counts["completed"] + counts["failed"]
+    if finished == len(rows):
+        status = "completed" if counts["failed"] == 0 else ("failed" if counts["completed"] == 0
+                                                              else "partially_failed")
+    else:
+        status = "queued" if counts["queued"] == len(rows) else "processing"
+    done = sum(100 if row["status"] in ("completed", "failed") else row["progress_percent"] for row in rows)
+    return {"batch_id": str(batch_id), "status": status, "progress": done // len(rows), "total": len(rows),
+            "counts": counts, "created_at": rows[0]["batch_created_at"].isoformat(),
+            "items": [jobs.job_json(row) for row in rows]}
+
+
+@api.get("/batches/<batch_id>")
+@require_auth
+def get_batch(batch_id: str):
+    try:
+        batch_uuid = UUID(batch_id)
+    except ValueError:
+        raise ApiError(404, "Batch not found.") from None
+    with user_tx() as cur:
+        cur.execute("select * from app.batch_jobs(%s)", (batch_uuid,))
+        rows = cur.fetchall()
+    if not rows:  # every video of it was deleted
+        raise ApiError(404, "Batch not found.")
+    return jsonify(batch_json(batch_uuid, rows))
 
 
 @api.get("/jobs/<job_id>")

@@ -66,6 +66,7 @@ def to_login():
 def register(app) -> None:
     from . import auth, billing, branding, email_links, pages  # noqa: F401 - route modules attach to `ui`
     from . import referrals, webhooks  # noqa: F401 - issue 20: referrals, webhooks to customers
+    from . import batches, keys  # noqa: F401 - issue 20: batch form, API keys page
 
     login_manager.init_app(app)
     # the session is checked against the database on every request; a stolen cookie

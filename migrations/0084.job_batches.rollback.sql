@@ -1,0 +1,1 @@
+alter table jobs drop column if exists batch_position, drop column if exists batch_id;
