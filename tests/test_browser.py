@@ -392,7 +392,7 @@ def signed_in_context(stack, browser, viewport):
 
 
 PUBLIC_PAGES = ["/", "/signup", "/login", "/pricing", "/docs", "/forgot", "/no-such-page"]
-MEMBER_PAGES = ["/dashboard", "/billing", "/pricing", "/account", "/docs", "/webhooks", "/referrals"]
+MEMBER_PAGES = ["/dashboard", "/billing", "/pricing", "/account", "/docs", "/webhooks", "/referrals", "/branding"]
 
 
 def test_every_page_passes_axe_and_fits_at_every_width(stack, browser):
