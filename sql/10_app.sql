@@ -45,26 +45,29 @@ $$;
 grant execute on function app.require_user_id() to sg_app, sg_service;
 
 /**
- * Makes `definition` (a CREATE [CONSTRAINT] TRIGGER statement, written exactly as pg_get_triggerdef
- * prints it) true: creates or replaces the trigger only when the table has no trigger of
- * that name with that definition, so re-applying an unchanged file takes no lock on the
- * table (CREATE OR REPLACE TRIGGER takes SHARE ROW EXCLUSIVE, which waits for writers).
- * For the sql/ files, run by the table's owner.
+ * Makes `definition` (a CREATE [CONSTRAINT] TRIGGER statement for `trigger_name` on
+ * `table_name`) true, (re)creating the trigger only when it is missing or was created from
+ * other text (the md5 of its text is kept as the trigger's comment): replacing a trigger
+ * locks its table (SHARE ROW EXCLUSIVE, which waits for writers; a constraint trigger,
+ * which cannot be replaced, is dropped first: ACCESS EXCLUSIVE), so an unchanged trigger
+ * is left alone. For the sql/ files, run by the table's owner.
  */
 create or replace function app._ensure_trigger(table_name regclass, trigger_name name, definition text) returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
+-- `definition` is DDL the sql/ files pass in, never user input: it is run as written
+-- @plpgsql_check_options: security_warnings = false
 begin
-  if (select pg_get_triggerdef(t.oid) from pg_trigger t where t.tgrelid = table_name and t.tgname = trigger_name)
-     is distinct from definition then
-    if definition like 'CREATE CONSTRAINT TRIGGER %' then
-      -- a constraint trigger cannot be replaced in place
+  if (select obj_description(t.oid, 'pg_trigger') from pg_trigger t
+       where t.tgrelid = table_name and t.tgname = trigger_name) is distinct from md5(definition) then
+    if definition ~* '^\s*create\s+constraint\s+trigger' then
       execute format('drop trigger if exists %I on %s', trigger_name, table_name);
       execute definition;
     else
-      execute regexp_replace(definition, '^CREATE TRIGGER', 'CREATE OR REPLACE TRIGGER');
+      execute regexp_replace(definition, '^\s*create\s+trigger', 'create or replace trigger', 'i');
     end if;
+    execute format('comment on trigger %I on %s is %L', trigger_name, table_name, md5(definition));
   end if;
 end
 $$;
@@ -79,6 +82,8 @@ create or replace function app._ensure_policy(table_name regclass, policy_name n
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
+-- `definition` is DDL the sql/ files pass in, never user input: it is run as written
+-- @plpgsql_check_options: security_warnings = false
 begin
   if (select obj_description(p.oid, 'pg_policy') from pg_policy p
        where p.polrelid = table_name and p.polname = policy_name) is distinct from md5(definition) then
@@ -88,6 +93,35 @@ begin
   end if;
 end
 $$;
+
+/**
+ * Makes `definition` (a CREATE VIEW statement for `view_name`, schema-qualified) true,
+ * dropping and creating the view only when it is missing or was created from other text
+ * (the md5 of its text is kept as the view's comment): replacing a view takes ACCESS
+ * EXCLUSIVE on it, which waits for every query reading it (an analyst's report), so an
+ * unchanged view is left alone. A dependent view dropped with it is made again by its own
+ * call further on. Notes the name in `sg.views_defined` for `flask migrate`, which drops
+ * the views a changed file no longer defines. For the sql/ files, run by the view's owner.
+ */
+create or replace function app._ensure_view(view_name text, definition text) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+-- `definition` is DDL the sql/ files pass in, never user input: it is run as written
+-- @plpgsql_check_options: security_warnings = false
+begin
+  perform set_config('sg.views_defined',
+                     concat_ws(',', nullif(current_setting('sg.views_defined', true), ''), view_name), true);
+  if to_regclass(view_name) is not null
+     and obj_description(to_regclass(view_name), 'pg_class') is not distinct from md5(definition) then
+    return;
+  end if;
+  execute format('drop view if exists %s cascade', view_name);
+  execute definition;
+  execute format('comment on view %s is %L', view_name, md5(definition));
+end
+$$;
+grant execute on function app._ensure_view(text, text) to sg_service, sg_reporting;
 
 /** Row-level security enabled and forced on `table_name`, altering the table only if it is not yet. */
 create or replace function app._ensure_forced_row_security(table_name regclass) returns void

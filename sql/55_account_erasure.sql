@@ -10,8 +10,11 @@
 -- What erasure removes, and what it keeps:
 --   removed   sessions (browser sessions, refresh families and tokens), API keys, trusted
 --             devices, two-factor secret, recovery codes, pending second-factor sign-ins,
---             emailed link tokens, mails queued or sent (their data can hold the name)
---   blanked   jobs: topic, options (a script of the user's own), output, error and note;
+--             emailed link tokens, mails queued or sent (their data can hold the name),
+--             webhook endpoints with their events, deliveries and attempt logs, the brand
+--             (logo and colours), the referral code and the card fingerprints, the stored
+--             answers to idempotent API requests
+--   blanked   jobs: topic, title, options (a script of the user's own), output, error, note;
 --             unfinished jobs end as failed, unrefunded (the worker's claim then finds
 --             nothing to do); the web process deletes the video files and posters, and an
 --             `erase_media` queue entry due in 30 minutes has the worker delete those of
@@ -19,7 +22,9 @@
 --   kept,     login, reset and signup attempts under the tombstone's address, so the
 --   anonymous per-network signup limit (38_signup.sql) still counts this signup
 --   kept      ledger, usage, subscription (balance cache, Stripe ids: pseudonyms whose
---             customer at Stripe is scrubbed and whose subscription is canceled first)
+--             customer at Stripe is scrubbed and whose subscription is canceled first),
+--             credit buckets and pack purchases (the books); auto top-up is turned off and a
+--             purchase still waiting is dropped, so nothing charges the card again
 --   scrubbed  stored Stripe events of the user's customer: names, addresses, emails and
 --             phones are nulled wherever they occur (amounts and ids stay), now and for
 --             every event that arrives later
@@ -208,6 +213,11 @@ begin
   delete from public.referral_codes c where c.user_id = uid;
   delete from public.payment_fingerprints f where f.user_id = uid;
   delete from public.auto_top_up a where a.user_id = uid;
+  -- with no webhook endpoint left nothing is emitted for the account again
+  -- (app._emit_webhook); a queued delivery finds nothing to send. A top-up purchase still
+  -- waiting is dropped, so the worker's app.auto_top_up_job finds nothing to charge.
+  update public.auto_top_up_attempts t set status = 'failed', error = 'Account deleted.', finished_at = now()
+   where t.user_id = uid and t.status = 'pending';
 
   -- a render running now may still write its video after this commits (its completion is
   -- then refused): the worker looks for those files again once such a render is over
@@ -285,6 +295,7 @@ as $$
                                         order by g.created_at, g.id)
                          from public.usage_logs g, me where g.user_id = me.uid), '[]'),
     'jobs', coalesce((select jsonb_agg(jsonb_build_object('id', j.id, 'platform', j.platform, 'topic', j.topic,
+                                                          'title', j.title, 'deleted_at', j.deleted_at,
                                                           'options', j.options, 'status', j.status,
                                                           'output_url', j.output_url, 'error', j.error_message,
                                                           'note', j.note, 'tier', j.tier_at_creation,
@@ -316,7 +327,26 @@ as $$
                                     from public.login_attempts a, me where a.user_id = me.uid), '[]'),
     'emails', coalesce((select jsonb_agg(jsonb_build_object('kind', o.kind, 'created_at', o.created_at,
                                                             'sent_at', o.sent_at) order by o.created_at)
-                          from public.email_outbox o, me where o.user_id = me.uid), '[]'))
+                          from public.email_outbox o, me where o.user_id = me.uid), '[]'),
+    'webhook_endpoints', coalesce((select jsonb_agg(jsonb_build_object('id', w.id, 'url', w.url,
+                                                                       'description', w.description,
+                                                                       'event_types', w.event_types,
+                                                                       'created_at', w.created_at,
+                                                                       'disabled_at', w.disabled_at)
+                                                    order by w.created_at, w.id)
+                                     from public.webhook_endpoints w, me where w.user_id = me.uid), '[]'),
+    'webhook_events', coalesce((select jsonb_agg(w.body order by w.created_at, w.id)
+                                  from public.webhook_events w, me where w.user_id = me.uid), '[]'),
+    'brand', (select jsonb_build_object('primary_colour', b.primary_colour, 'accent_colour', b.accent_colour,
+                                        'has_logo', b.logo_png is not null, 'updated_at', b.updated_at)
+                from public.brands b, me where b.user_id = me.uid),
+    'referral_code', (select jsonb_build_object('code', r.code, 'created_at', r.created_at)
+                        from public.referral_codes r, me where r.user_id = me.uid),
+    'referrals', coalesce((select jsonb_agg(jsonb_build_object('role', case when r.referrer_id = me.uid
+                                                                           then 'referrer' else 'referee' end,
+                                                               'status', r.status, 'created_at', r.created_at)
+                                            order by r.created_at)
+                             from public.referrals r, me where me.uid in (r.referrer_id, r.referee_id)), '[]'))
 $$;
 grant execute on function app.export_my_account() to sg_app;
 

@@ -7,7 +7,8 @@
 -- Stripe payload) plus a SELECT-only RLS policy "reporting reads every row". Stripe
 -- figures come through app.stripe_event_facts, a view owned by sg_service that extracts
 -- the few fields reports need from each stored event; sg_reporting never sees a payload.
--- Like `app`, the schema holds no data and is rebuilt on every migrate. Days are UTC days.
+-- Like `app`, the schema holds no data; a view is made again only when its text changes
+-- (app._ensure_view), so a release does not wait for the reports being read. Days are UTC days.
 --
 -- Definitions (docs/reporting.md says the same for analysts):
 --   conversion   a user's first paid subscription: the earliest applied checkout of each
@@ -25,7 +26,7 @@ set local role sg_service;
  * Owned by sg_service (which reads stripe_events); only sg_reporting may select from it.
  * Malformed numbers become null rather than failing every report.
  */
-create or replace view app.stripe_event_facts as
+select app._ensure_view('app.stripe_event_facts', $view$create or replace view app.stripe_event_facts as
   select e.id as event_id, e.type, e.received_at, e.processed_at is not null as processed,
          case when e.payload ->> 'created' ~ '^[0-9]{1,11}$'
               then to_timestamp((e.payload ->> 'created')::bigint) end as created,
@@ -34,15 +35,16 @@ create or replace view app.stripe_event_facts as
               then (e.payload #>> '{data,object,amount_paid}')::bigint end as amount_paid,
          e.payload #>> '{data,object,metadata,user_id}' as user_ref,
          e.payload #>> '{data,object,metadata,tier}' as tier
-    from public.stripe_events e;
+    from public.stripe_events e$view$);
 revoke all on app.stripe_event_facts from public;
 grant select on app.stripe_event_facts to sg_reporting;
 
 set local role sg_owner;
 grant usage on schema app to sg_reporting;
 
-drop schema if exists reporting cascade;
-create schema reporting;
+-- never dropped: a view is made again only when its text changes (app._ensure_view), so a
+-- release that leaves it alone does not wait for the analysts reading it
+create schema if not exists reporting;
 revoke all on schema reporting from public;
 grant usage, create on schema reporting to sg_reporting;
 grant usage on schema reporting to sg_analyst;
@@ -50,48 +52,48 @@ grant usage on schema reporting to sg_analyst;
 set local role sg_reporting;
 
 /** New accounts per day. */
-create view reporting.daily_signups as
+select app._ensure_view('reporting.daily_signups', $view$create view reporting.daily_signups as
   select (u.created_at at time zone 'UTC')::date as day, count(*)::integer as signups
     from public.users u
-   group by 1;
+   group by 1$view$);
 
 /**
  * Paid conversions per day and plan: each user's first paid subscription (earliest applied
  * checkout), counted once, on its day, for the plan it bought.
  */
-create view reporting.paid_conversions as
+select app._ensure_view('reporting.paid_conversions', $view$create view reporting.paid_conversions as
   select first.day, first.tier, count(*)::integer as conversions
     from (select distinct on (f.user_ref) f.user_ref, (f.created at time zone 'UTC')::date as day, f.tier
             from app.stripe_event_facts f
            where f.type = 'checkout.session.completed' and f.processed
              and f.user_ref is not null and f.created is not null
            order by f.user_ref, f.created, f.event_id) as first
-   group by 1, 2;
+   group by 1, 2$view$);
 
 /** Monthly recurring revenue by plan, as of today (subscriptions in good standing or retrying). */
-create view reporting.mrr as
+select app._ensure_view('reporting.mrr', $view$create view reporting.mrr as
   select (now() at time zone 'UTC')::date as day, s.tier, count(*)::integer as subscribers,
          sum(p.price_cents)::bigint as mrr_cents
     from public.subscriptions s join public.plans p on p.tier = s.tier
    where p.price_cents > 0 and s.status in ('active', 'trialing', 'past_due')
-   group by s.tier;
+   group by s.tier$view$);
 
 /** Money collected per month: paid invoices, each counted once however many events named it. */
-create view reporting.revenue as
+select app._ensure_view('reporting.revenue', $view$create view reporting.revenue as
   select date_trunc('month', invoice.paid_at at time zone 'UTC')::date as month,
          sum(invoice.amount_paid)::bigint as revenue_cents
     from (select distinct on (f.object_id) f.amount_paid, f.created as paid_at
             from app.stripe_event_facts f
            where f.type in ('invoice.paid', 'invoice.payment_succeeded') and f.object_id is not null
            order by f.object_id, f.received_at) as invoice
-   group by 1;
+   group by 1$view$);
 
 /**
  * Credits moved per day and reason (grants positive, spending and expiry negative): the
  * days app.roll_up_reporting has settled (older than the two it re-sums on every run),
  * plus the ledger itself from there on, so a late-committing transaction is counted at once.
  */
-create view reporting.credit_flow as
+select app._ensure_view('reporting.credit_flow', $view$create view reporting.credit_flow as
   with rollup as (
     select r.complete_before - interval '2 days' as settled_before
       from public.reporting_rollups r where r.name = 'credit_flow'
@@ -104,17 +106,17 @@ create view reporting.credit_flow as
           select (l.created_at at time zone 'UTC')::date, l.reason, l.delta
             from public.credit_ledger l, rollup
            where l.created_at >= rollup.settled_before) as flow
-   group by 1, 2;
+   group by 1, 2$view$);
 
 /** Render outcomes per day and platform, and how long a successful render took. */
-create view reporting.job_outcomes as
+select app._ensure_view('reporting.job_outcomes', $view$create view reporting.job_outcomes as
   select (j.created_at at time zone 'UTC')::date as day, j.platform,
          count(*) filter (where j.status = 'completed')::integer as completed,
          count(*) filter (where j.status = 'failed')::integer as failed,
          round(avg(extract(epoch from j.finished_at - j.started_at)) filter (where j.status = 'completed'), 2)
            as avg_render_seconds
     from public.jobs j
-   group by 1, 2;
+   group by 1, 2$view$);
 
 /**
  * One row per user: plan, balance, output and recency (no contact details).
@@ -123,14 +125,14 @@ create view reporting.job_outcomes as
  * skips the ones a query does not ask for, so "top 100 by last_active" sorts one table
  * and looks up 100 users, and "average credits by tier" reads one table.
  */
-create view reporting.user_summary as
+select app._ensure_view('reporting.user_summary', $view$create view reporting.user_summary as
   select s.user_id, s.tier,
          (select u.created_at from public.users u where u.id = s.user_id) as signed_up,
          s.credits_remaining,
          (select count(*) from public.jobs j where j.user_id = s.user_id and j.status = 'completed')::integer
            as videos_made,
          s.last_active_at as last_active
-    from public.subscriptions s;
+    from public.subscriptions s$view$);
 
 grant select on all tables in schema reporting to sg_analyst;
 

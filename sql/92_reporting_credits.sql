@@ -16,7 +16,7 @@ set local role sg_reporting;
  * packs, the share of what was paid that the unspent credits stand for (paid plans'
  * credits are revenue of their month; free and operator credits were never paid for).
  */
-create view reporting.credit_liability as
+select app._ensure_view('reporting.credit_liability', $view$create view reporting.credit_liability as
   select date_trunc('month', b.created_at at time zone 'UTC')::date as granted_month,
          b.source,
          count(*) filter (where b.remaining > 0) as live_buckets,
@@ -28,7 +28,7 @@ create view reporting.credit_liability as
     from public.credit_buckets b
     left join public.pack_purchases p on p.bucket_id = b.id
    where b.expired_at is null and (b.expires_at is null or b.expires_at > now())
-   group by 1, 2;
+   group by 1, 2$view$);
 
 /**
  * Credits that lapsed unused, per month of their expiry (UTC): what expired, what paid
@@ -37,7 +37,7 @@ create view reporting.credit_liability as
  * revenue they stand for (pack price × share expired), which is recognised at expiry.
  * Taken-back credits (refunds, disputes) are not breakage: see `credits_clawed_back`.
  */
-create view reporting.credit_breakage as
+select app._ensure_view('reporting.credit_breakage', $view$create view reporting.credit_breakage as
   with expired as (
     select date_trunc('month', l.created_at at time zone 'UTC')::date as month, -sum(l.delta) as credits,
            -sum(l.delta) filter (where b.source = 'pack') as pack_credits,
@@ -68,6 +68,6 @@ create view reporting.credit_breakage as
     from (select month from expired union select month from rolled union select month from clawed) m
     left join expired e on e.month = m.month
     left join rolled r on r.month = m.month
-    left join clawed c on c.month = m.month;
+    left join clawed c on c.month = m.month$view$);
 
 grant select on reporting.credit_liability, reporting.credit_breakage to sg_analyst;

@@ -25,6 +25,7 @@ from .stripe_payloads import signed
 from .conftest import STRONG_PASSWORD, api_signup, bearer, client_with_own_ip, unique_email, verify
 from .test_auth_ui import csrf_token, log_in
 from .test_credits import invariant_violations
+from .test_fuzz_forms import post_form
 from .test_two_factor import enrol
 
 
@@ -123,18 +124,39 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     admin = env.admin
     user = new_user(env, tier="pro")
     videos = [make_video(env, user, media_root, f"the life of {user.name}") for _ in range(2)]
+    # a request made safe to repeat: its answer is stored under the caller's key
+    repeated = user.client.post("/v1/shorts/generate", json={"platform": "tiktok", "topic": f"{user.name} again"},
+                                headers={**user.auth, "Idempotency-Key": f"retry-{uuid.uuid4()}"})
+    assert repeated.status_code == 202, repeated.get_json()
+    assert admin.execute("select count(*) as n from idempotency_keys where user_id = %s", (user.id,)).fetchone()["n"] == 1
     key = user.client.post("/v1/keys", json={"name": f"{user.name}'s laptop"}, headers=user.auth)
     assert key.status_code == 201, key.get_json()
     api_key = key.get_json()["key"]
     browser = client_with_own_ip(env.app)
     assert log_in(browser, user.email).status_code == 302
+    # a title on a video, and a brand, both naming them
+    admin.execute("update jobs set title = %s where id = %s", (f"{user.name}'s story", videos[0]))
+    admin.execute("insert into brands (user_id, primary_colour) values (%s, '#112233')", (user.id,))
+    # their referral link (fetched from their address) and a card fingerprint Stripe reported
+    admin.execute("insert into referral_codes (user_id, code, last_seen_ip) values (%s, %s, '203.0.113.9')",
+                  (user.id, uuid.uuid4().hex[:10]))
+    admin.execute("insert into payment_fingerprints (user_id, fingerprint) values (%s, 'fp_erasable')", (user.id,))
+    # auto top-up on, with a purchase waiting for the worker
+    pack = admin.execute("select pack from credit_packs order by sort_order limit 1").fetchone()["pack"]
+    admin.execute("insert into auto_top_up (user_id, enabled, pack, threshold) values (%s, true, %s, 5)", (user.id, pack))
+    waiting = admin.execute("insert into auto_top_up_attempts (user_id, pack) values (%s, %s) returning id",
+                            (user.id, pack)).fetchone()["id"]
+    # a webhook endpoint of theirs (its address names them), subscribed to plan changes
+    admin.execute("insert into webhook_endpoints (user_id, url, event_types, secret) values "
+                  "(%s, %s, '{subscription.updated,render.completed}', 'whsec_customer')",
+                  (user.id, f"https://hooks.example.org/{user.name.replace(' ', '-')}"))
     subscription_id = admin.execute("select stripe_subscription_id from subscriptions where user_id = %s",
                                     (user.id,)).fetchone()["stripe_subscription_id"]
     customer_id = admin.execute("select stripe_customer_id from subscriptions where user_id = %s",
                                 (user.id,)).fetchone()["stripe_customer_id"]
     books = ledger(admin, user.id)
     usage = admin.execute("select * from usage_logs where user_id = %s order by id", (user.id,)).fetchall()
-    assert sum(row["delta"] for row in books) == 5 + 100 - 2
+    assert sum(row["delta"] for row in books) == 5 + 100 - 3
     # the scan finds the person before: stored Stripe events, mails, sign-in attempts, …
     before = places_holding(admin, user.email, user.name)
     assert {"public.users.email", "public.users.full_name", "public.stripe_events.payload"} <= set(before)
@@ -168,6 +190,13 @@ def test_deleting_a_paying_account_erases_the_person_and_keeps_the_books(env, me
     assert [e for e in events if e["processed_at"] is None or e["error"]] == []
     assert admin.execute("select status from subscriptions where user_id = %s", (user.id,)).fetchone()["status"] \
         == "canceled"
+    # nothing charges the card again
+    assert admin.execute("select count(*) as n from auto_top_up where user_id = %s", (user.id,)).fetchone()["n"] == 0
+    assert env.worker.execute("select * from app.auto_top_up_job(%s)", (waiting,)).fetchall() == []
+    # the endpoint and its events went, and the cancellation sent the ex-customer nothing
+    for table in ("webhook_endpoints", "webhook_events", "webhook_deliveries", "webhook_attempts", "brands",
+                  "referral_codes", "payment_fingerprints", "idempotency_keys"):
+        assert admin.execute(f"select count(*) as n from {table} where user_id = %s", (user.id,)).fetchone()["n"] == 0
 
     # the videos and posters are gone, and the jobs no longer say what they were about
     assert [p.name for p in media_root.iterdir() if p.stem in videos] == []
@@ -321,6 +350,7 @@ def test_export_has_everything_and_no_secrets(env, media_root):
     assert len(data["sessions"]) >= 1 and all(s["kind"] in ("api", "browser") for s in data["sessions"])
     assert data["two_factor"]["enabled"] and data["two_factor"]["recovery_codes_left"] == 10
     assert data["sign_in_attempts"] and data["emails"]
+    assert data["webhook_endpoints"] == [] and data["webhook_events"] == []
 
     # no secret and no hash of one, in any encoding the database holds it
     text = response.get_data(as_text=True)
@@ -391,36 +421,61 @@ CHROMIUM = "/usr/lib/chromium/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    return {**browser_type_launch_args, "executable_path": CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--no-first-run", "--disable-quic"]}
+def in_chromium(steps) -> None:
+    """steps(page) in Debian's Chromium, driven by Playwright in a thread of its own: the
+    event loop sync Playwright keeps must not be left running in the tests' thread, where
+    later tests call asyncio.run()."""
+    from playwright.sync_api import sync_playwright
+
+    failure: list[BaseException] = []
+
+    def run():
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
+                try:
+                    steps(browser.new_page(viewport={"width": 390, "height": 844}))
+                finally:
+                    browser.close()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the test's thread
+            failure.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(120)
+    if failure:
+        raise failure[0]
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
                     reason="Debian's chromium is not installed (make test installs it)")
-def test_deleting_the_account_in_a_browser(env, page, media_root):
+def test_deleting_the_account_in_a_browser(env, media_root):
     user = new_user(env)
     video = make_video(env, user, media_root, "a browser-made video")
     ARTIFACTS.mkdir(exist_ok=True)
-    page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(f"{env.live.url}/login")
-    page.fill("#email", user.email)
-    page.fill("#password", STRONG_PASSWORD)
-    page.click("button[type=submit]")
-    page.goto(f"{env.live.url}/account#delete-account")
-    page.locator("#delete-account").screenshot(path=str(ARTIFACTS / "account-delete.png"))
-    page.fill("#delete-account #password", "not-my-password")
-    page.check("#delete-account #confirm")
-    page.click("#delete-account button[type=submit]")
-    assert "password is not correct." in page.locator("#delete-account").inner_text()
-    page.fill("#delete-account #password", STRONG_PASSWORD)
-    page.check("#delete-account #confirm")
-    page.click("#delete-account button[type=submit]")
-    page.wait_for_url("**/signup")
-    assert "Your account has been deleted" in page.content()
-    page.screenshot(path=str(ARTIFACTS / "account-deleted.png"), full_page=True)
+
+    def steps(page):
+        page.goto(f"{env.live.url}/login")
+        page.fill("#email", user.email)
+        page.fill("#password", STRONG_PASSWORD)
+        page.click("button[type=submit]")
+        page.goto(f"{env.live.url}/account#delete-account")
+        page.locator("#delete-account").screenshot(path=str(ARTIFACTS / "account-delete.png"))
+        page.fill("#delete-account #password", "not-my-password")
+        page.check("#delete-account #confirm")
+        page.click("#delete-account button[type=submit]")
+        assert "password is not correct." in page.locator("#delete-account").inner_text()
+        page.fill("#delete-account #password", STRONG_PASSWORD)
+        page.check("#delete-account #confirm")
+        page.click("#delete-account button[type=submit]")
+        page.wait_for_url("**/signup")
+        assert "Your account has been deleted" in page.content()
+        page.screenshot(path=str(ARTIFACTS / "account-deleted.png"), full_page=True)
+
+    in_chromium(steps)
     assert not (media_root / f"{video}.mp4").exists()
     assert places_holding(env.admin, user.email, user.name) == []
 
@@ -463,8 +518,9 @@ def test_hostile_text_in_the_deletion_form_and_body_is_refused_clearly(env, targ
     if unsafe:
         assert api.status_code == 422
     page = target.browser.get("/account").get_data(as_text=True)
-    form = target.browser.post("/account/delete", data={"csrf_token": csrf_token(page), "password": password,
-                                                        "code": code, "confirm": "y"})
+    # encoded as a browser would (a lone surrogate as the bytes it would have had)
+    form = post_form(target.browser, "/account/delete", {"csrf_token": csrf_token(page), "password": password,
+                                                         "code": code, "confirm": "y"})
     assert form.status_code in (403, 422), form.status_code
     assert account_rows(env.admin, target.user.id) == target.rows
 

@@ -383,26 +383,35 @@ def test_the_branding_migration_on_a_populated_database():
 
 
 def test_rolling_back_the_branding_migration_restores_the_plans():
+    """0041 alone, on the migrations before it: its rollback puts the plans back as they
+    were and drops the brands table; applying it again gives the same plans."""
+    from yoyo import read_migrations
+
+    from web.migrate import MIGRATIONS_DIR, ROLES_FILE, _owner_backend, _run_sql_file
+
+    def plans(admin):
+        return {r["tier"]: r["features"] for r in admin.execute("select tier, features from plans")}
+
     with throwaway_database("sg_brandrb") as dsn:
-        migrate(dsn, environ={})
-        from yoyo import read_migrations
-
-        from web.migrate import MIGRATIONS_DIR, _owner_backend
-
         with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as admin:
+            _run_sql_file(admin, ROLES_FILE)
             backend = _owner_backend(dsn)
             try:
                 with backend.lock():
                     migrations = read_migrations(str(MIGRATIONS_DIR))
-                    later = [m for m in migrations if m.id >= "0041"]
-                    backend.rollback_migrations(backend.to_rollback(migrations).filter(lambda m: m.id >= "0041"))
+                    backend.apply_migrations(backend.to_apply(migrations).filter(lambda m: m.id < "0041"))
+                    before = plans(admin)
+                    backend.apply_migrations(backend.to_apply(migrations).filter(lambda m: m.id.startswith("0041")))
+                    after = plans(admin)
+                    assert after["agency"]["white_label"] and after != before
+                    backend.rollback_migrations(backend.to_rollback(migrations).filter(
+                        lambda m: m.id.startswith("0041")))
+                    assert plans(admin) == before
+                    assert admin.execute("select to_regclass('public.brands') as t").fetchone()["t"] is None
+                    backend.apply_migrations(backend.to_apply(migrations).filter(lambda m: m.id.startswith("0041")))
+                    assert plans(admin) == after
             finally:
                 backend.connection.close()
-            assert later
-            plans = {r["tier"]: r["features"] for r in admin.execute("select tier, features from plans")}
-            assert "branding" not in plans["pro"] and plans["pro"]["highlights"] == [
-                "100 videos a month", "4K, no watermark", "API access", "Priority rendering"]
-            assert admin.execute("select to_regclass('public.brands') as t").fetchone()["t"] is None
 
 
 # -- end to end: upload, generate, the worker renders, the video carries it --------------
@@ -457,3 +466,8 @@ def test_an_agency_video_carries_the_uploaded_logo_and_never_our_name(api, conne
     assert float(np.abs(last - np.asarray(base.convert("RGB")).astype(int)).mean()) > 25
     data = path.read_bytes() + path.with_suffix(".jpg").read_bytes()
     assert b"story genius" not in data.lower() and "Story Genius" not in metadata(path)
+    # nor in the name the download gets
+    download = api.get(job["video_url"], headers=agency["auth"])
+    assert download.status_code == 200
+    disposition = download.headers.get("Content-Disposition", "").lower()
+    assert "genius" not in disposition and "coffee" in disposition, disposition

@@ -102,7 +102,7 @@ PUBLISHED_OPERATION_IDS = {
     "getSubscription", "changePlan", "cancelSubscription", "resumeSubscription", "listInvoices",
     "receiveStripeEvent", "createWebhookEndpoint", "listWebhookEndpoints", "deleteWebhookEndpoint",
     "enableWebhookEndpoint", "disableWebhookEndpoint", "sendTestWebhook", "listWebhookDeliveries",
-    "getWebhookDelivery", "resendWebhookDelivery", "getReferrals",
+    "getWebhookDelivery", "resendWebhookDelivery", "getReferrals", "deleteAccount", "exportAccount",
 }
 
 

@@ -197,12 +197,11 @@ def test_a_release_waits_for_a_long_read_without_holding_up_anyone(app, database
                              "'app.release_rehearsal()' = any(functions)").fetchone()[0] == 1
 
     # the same release again changes nothing and takes no lock, even with the read still there
-    result, elapsed, generates = run_release_under_load(app, database, release, None)
+    result, _, generates = run_release_under_load(app, database, release, None)
     assert result.returncode == 0, result.stderr
     assert "nothing changed, no lock taken" in result.stdout and "lock not available" not in result.stderr
-    assert elapsed < 10, elapsed  # a Python start-up, and no wait
     assert {status for status, _ in generates} == {202}
-    assert max(seconds for _, seconds in generates) < LOCK_TIMEOUT
+    assert max(seconds for _, seconds in generates) < LOCK_TIMEOUT + SLACK
 
 
 def test_a_release_that_cannot_get_its_lock_in_time_changes_nothing(tmp_path):
@@ -396,3 +395,52 @@ def test_a_concurrent_index_migration_runs_after_the_release_transaction(tmp_pat
             assert admin.execute("select i.indisvalid from pg_index i where i.indexrelid = "
                                  "'credit_ledger_rehearsal_idx'::regclass").fetchone()[0] is True
             assert migrate(dsn, environ={}, migrations_dir=migrations).outside_transaction == []
+
+
+def test_a_statement_that_runs_too_long_fails_the_release_and_changes_nothing(tmp_path):
+    migrations = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, migrations)
+    latest = max(p.stem for p in MIGRATIONS_DIR.glob("*.sql") if not p.stem.endswith(".rollback"))
+    (migrations / "9003.slow_backfill.sql").write_text(
+        f"-- depends: {latest}\nalter table credit_ledger add column slow text;\nselect pg_sleep(5);\n")
+    (migrations / "9003.slow_backfill.rollback.sql").write_text("alter table credit_ledger drop column slow;\n")
+    with throwaway_database("sg_release_slow") as dsn:
+        migrate(dsn, environ={})
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            migrate(dsn, environ={"MIGRATE_STATEMENT_TIMEOUT": "0.5"}, migrations_dir=migrations)
+        assert time.monotonic() - started < 4
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            assert admin.execute("select count(*) from information_schema.columns where column_name = 'slow'"
+                                 ).fetchone()[0] == 0
+
+
+def test_a_release_does_not_wait_for_an_analyst_reading_a_view_and_drops_views_no_file_defines(tmp_path):
+    """A change early in sql/ re-applies the reporting files too; their views are made again
+    only when their text changed, so an analyst's open query on one holds nothing up. A view
+    a file stops defining is dropped."""
+    from web.config import role_dsn
+
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(SQL_DIR, sql_dir)
+    with throwaway_database("sg_release_views") as dsn:
+        migrate(dsn, environ={}, sql_dir=sql_dir)
+        with (sql_dir / "55_account_erasure.sql").open("a") as changed:
+            changed.write("\nset local role sg_owner;\ncreate or replace function app.release_rehearsal() "
+                          "returns integer language sql stable as $$ select 1 $$;\n")
+        with psycopg.connect(role_dsn(dsn, "sg_analyst")) as analyst:
+            analyst.execute("select * from reporting.user_summary").fetchall()  # the transaction stays open
+            analyst.execute("select * from reporting.stripe_event_failures").fetchall()
+            release = migrate(dsn, environ={"MIGRATE_LOCK_TIMEOUT": "0.2", "MIGRATE_MAX_WAIT": "0.1"}, sql_dir=sql_dir)
+            assert release.lock_waits == 0
+            assert {"55_account_erasure.sql", "90_reporting.sql", "91_reporting_billing.sql"} <= set(release.sql_files)
+            analyst.rollback()
+        billing = sql_dir / "91_reporting_billing.sql"
+        text = billing.read_text()
+        start = text.index("/**\n * Stripe events not applied")
+        end = text.index("grant select on reporting.stripe_drift")
+        billing.write_text(text[:start] + text[end:].replace(", reporting.stripe_event_failures", ""))
+        migrate(dsn, environ={}, sql_dir=sql_dir)
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            assert admin.execute("select to_regclass('reporting.stripe_event_failures')").fetchone()[0] is None
+            assert admin.execute("select to_regclass('reporting.stripe_drift')").fetchone()[0] is not None

@@ -366,3 +366,44 @@ def test_repeating_pictures_shows_each_picture_exactly_n_times(tmp_path, media_r
 def test_progress_is_reported_in_steps(rendered):
     _, steps = rendered["free"]
     assert len(steps) >= 5 and steps == sorted(steps) and steps[-1] < 100
+
+
+def _strip(path, seconds: float, spec: RenderSpec) -> np.ndarray:
+    """The band below the captions (inside the platform's bottom margin): background only."""
+    frame = frame_array(path, seconds, spec.width, spec.height).astype(float)
+    return frame[int(spec.height * 0.82):int(spec.height * 0.95), int(spec.width * 0.1):int(spec.width * 0.9)]
+
+
+def _best_shift(a: np.ndarray, b: np.ndarray, reach: int = 12) -> tuple[float, tuple[int, int]]:
+    """The smallest mean difference between b and a shifted by up to `reach` pixels."""
+    best = (float("inf"), (0, 0))
+    for dy in range(-reach, reach + 1, 2):
+        for dx in range(-reach, reach + 1, 2):
+            x0, y0 = reach, reach
+            h, w = a.shape[0] - 2 * reach, a.shape[1] - 2 * reach
+            diff = float(np.abs(a[y0:y0 + h, x0:x0 + w] - b[y0 + dy:y0 + dy + h, x0 + dx:x0 + dx + w]).mean())
+            best = min(best, (diff, (dx, dy)))
+    return best
+
+
+def test_scenes_pan_and_cross_fade(media_root):
+    """Motion kept: within a scene the background moves (a shift matches the next picture
+    far better than standing still), and each new scene fades in over the last one."""
+    from worker.render import TRANSITION_SECONDS, _frame_time
+
+    spec = RenderSpec(720, 1280, False)
+    result = render_short(TOPIC, "tiktok", 20, spec, media_root / "motion.mp4", cache_dir=media_root / ".cache",
+                          seed=11)
+    cut = next(_frame_time(s.start) for s in result.sentences[1:]
+               if _frame_time(s.start) >= 2 * TRANSITION_SECONDS)
+    a, b = _strip(result.path, 0.3, spec), _strip(result.path, 0.8, spec)
+    still = float(np.abs(a - b).mean())
+    shifted, (dx, dy) = _best_shift(a, b)
+    assert (dx, dy) != (0, 0) and shifted < still / 2, (still, shifted, dx, dy)
+    # before, during and after the cross-fade into the second scene
+    before = _strip(result.path, cut - TRANSITION_SECONDS - 0.05, spec).mean(axis=(0, 1))
+    during = _strip(result.path, cut - TRANSITION_SECONDS / 2, spec).mean(axis=(0, 1))
+    after = _strip(result.path, cut + 0.05, spec).mean(axis=(0, 1))
+    assert np.abs(after - before).max() > 6, (before, after)
+    share = float(np.dot(during - before, after - before) / np.dot(after - before, after - before))
+    assert 0.2 < share < 0.8, (before, during, after, share)

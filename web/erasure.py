@@ -1,9 +1,9 @@
 """Deleting an account and exporting its data (GDPR Art. 17 and 20), for the API and the pages.
 
-Deletion runs in three steps, each safe to repeat: the password (and the second factor,
-when two-factor sign-in is on) is checked; the Stripe subscription is canceled at once and
-the Stripe customer's name, address and email are cleared (a failure here is a 503 and
-nothing of ours has changed); then one database call erases the account
+Deletion runs in steps, each safe to repeat: the password (and the second factor, when
+two-factor sign-in is on) is checked; the Stripe subscription is canceled at once and the
+Stripe customer's email, name, phone and description are cleared (a failure here is a 503
+and nothing of ours has changed); then one database call erases the account
 (app.erase_my_account, sql/55_account_erasure.sql), after which the video files and
 posters are deleted. The ledger and usage rows stay under the account's id, which is a
 pseudonym from then on, so the books still add up.

@@ -9,17 +9,22 @@ stop the service, so:
 - the sql/ layer is re-applied only from the first file whose text changed (each file's
   SHA-256 is kept in `sql_layer_files`); functions are replaced in place (CREATE OR
   REPLACE; the `app` schema is never dropped, which would drop every policy and lock every
-  tenant table), and the functions a changed file no longer defines are dropped, with
-  their grants reset first so a file's grants are exactly what it says; policies,
-  row-security flags and triggers change only where they differ (sql/10_app.sql);
+  tenant table), and the functions and views a changed file no longer defines are dropped,
+  with the functions' grants reset first so a file's grants are exactly what it says;
+  policies, row-security flags, triggers and views change only where they differ
+  (sql/10_app.sql);
 - every lock is asked for with `lock_timeout` (MIGRATE_LOCK_TIMEOUT, 2 s): a long query
   holding a table makes the release's transaction give up and retry with backoff (for up
-  to MIGRATE_MAX_WAIT, 600 s) instead of queueing every request behind it;
+  to MIGRATE_MAX_WAIT, 600 s) instead of queueing every request behind it; and no statement
+  of the transaction runs longer than MIGRATE_STATEMENT_TIMEOUT (300 s) while it holds
+  what it locked;
 - a migration marked `-- transactional: false` (CREATE INDEX CONCURRENTLY, which cannot
-  run in a transaction) runs on its own after that transaction commits, one statement at
-  a time, with the same lock_timeout and retries. By convention it only creates or drops
-  indexes, and starts with `drop index concurrently if exists` so a retry after a failed
-  build (which leaves an invalid index) starts clean.
+  run in a transaction; or changes each committed on its own so no lock is held for long)
+  runs one statement at a time with the same lock_timeout and retries: where it stands
+  among the pending migrations, or, when it only builds indexes and comes last, after the
+  release's transaction has committed (`_release_plan`). An index migration starts with
+  `drop index concurrently if exists`, so a retry after a failed build (which leaves an
+  invalid index) starts clean.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,7 @@ from urllib.parse import quote, urlencode
 
 import click
 import psycopg
+import sqlparse
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from psycopg import sql
@@ -51,6 +58,7 @@ ROLES_FILE = SQL_DIR / "00_roles.sql"
 _MIGRATE_LOCK_KEY = 0x5347_4D49  # "SGMI"
 DEFAULT_LOCK_TIMEOUT = 2.0
 DEFAULT_MAX_WAIT = 600.0
+DEFAULT_STATEMENT_TIMEOUT = 300.0
 T = TypeVar("T")
 
 
@@ -110,13 +118,14 @@ class Release:
 
 
 def _with_lock_retries(attempt: Callable[[], T], release: Release, max_wait: float, what: str) -> T:
-    """attempt(), again with backoff while it fails on lock_timeout, for up to `max_wait` s."""
+    """attempt(), again with backoff while it fails on lock_timeout (or is the victim of a
+    deadlock with a request), for up to `max_wait` s."""
     deadline = time.monotonic() + max_wait
     pause = 0.25
     while True:
         try:
             return attempt()
-        except psycopg.errors.LockNotAvailable as error:
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as error:
             release.lock_waits += 1
             if time.monotonic() + pause > deadline:
                 raise click.ClickException(f"{what}: a lock stayed taken for {max_wait:.0f} s ({error}); "
@@ -177,34 +186,52 @@ def _drop_functions(conn: psycopg.Connection, signatures) -> None:
         _as_owner(conn, signature, sql.SQL("drop function {}").format(sql.SQL(signature)))
 
 
+def _drop_views(conn: psycopg.Connection, names) -> None:
+    """Drop views no file defines any more, as their owner (no CASCADE, as for functions)."""
+    for name in sorted(names):
+        row = conn.execute("select relowner::regrole::text from pg_class where oid = to_regclass(%s)",
+                           (name,)).fetchone()
+        if row is None:
+            continue
+        log.info("dropping view %s: no sql/ file defines it any more", name)
+        conn.execute(sql.SQL("set local role {}").format(sql.Identifier(row[0])))
+        conn.execute(sql.SQL("drop view {}").format(sql.SQL(name)))
+        conn.execute("reset role")
+
+
 def _apply_sql_layer(conn: psycopg.Connection, sql_dir: Path, reapply: bool) -> list[str]:
     """Apply the sql/ files from the first one whose text changed (all of them with
     `reapply`) in the caller's transaction; the names applied."""
     files = business_sql_files(sql_dir)
     texts = {path.name: path.read_text() for path in files}
-    stored = {name: (digest, list(functions))
-              for name, digest, functions in conn.execute("select name, sha256, functions from sql_layer_files")}
+    stored = {name: (digest, list(functions), list(views)) for name, digest, functions, views
+              in conn.execute("select name, sha256, functions, views from sql_layer_files")}
     first = next((i for i, path in enumerate(files)
                   if reapply or stored.get(path.name, (None,))[0] != _sha256(texts[path.name])), len(files))
     removed = sorted(set(stored) - set(texts))
     for name in removed:
+        _drop_views(conn, stored[name][2])
         _reset_grants(conn, stored[name][1])
         _drop_functions(conn, stored[name][1])
         conn.execute("delete from sql_layer_files where name = %s", (name,))
     applied = []
     for path in files[first:]:
-        previous = stored.get(path.name, (None, []))[1]
+        _, previous, previous_views = stored.get(path.name, (None, [], []))
         _reset_grants(conn, previous)
         before = _app_functions(conn)
+        conn.execute("select set_config('sg.views_defined', '', true)")
         conn.execute(texts[path.name])
         conn.execute("reset role")
         defined = sorted(signature for oid, (signature, version) in _app_functions(conn).items()
                          if before.get(oid, (None, None))[1] != version)
+        views = sorted(set(filter(None, (conn.execute("select current_setting('sg.views_defined', true)")
+                                         .fetchone()[0] or "").split(","))))
+        _drop_views(conn, set(previous_views) - set(views))
         _drop_functions(conn, set(previous) - set(defined))
-        conn.execute("""insert into sql_layer_files (name, sha256, functions) values (%s, %s, %s)
+        conn.execute("""insert into sql_layer_files (name, sha256, functions, views) values (%s, %s, %s, %s)
                         on conflict (name) do update set sha256 = excluded.sha256, functions = excluded.functions,
-                                                         applied_at = now()""",
-                     (path.name, _sha256(texts[path.name]), defined))
+                                                         views = excluded.views, applied_at = now()""",
+                     (path.name, _sha256(texts[path.name]), defined, views))
         applied.append(path.name)
     return applied
 
@@ -251,26 +278,32 @@ def _sync_webhook_secrets(conn: psycopg.Connection, environ) -> None:
 
 
 def _apply_release(backend, migrations, environ, sql_dir: Path, reapply: bool, lock_timeout: float,
-                   release: Release) -> None:
-    """Pending transactional migrations, then the changed sql/ files and the settings from
-    the environment, in one transaction on the owner's connection."""
+                   statement_timeout: float, release: Release, with_sql_layer: bool = True) -> None:
+    """Transactional migrations, then (`with_sql_layer`) the changed sql/ files and the
+    settings from the environment, in one transaction on the owner's connection. A
+    statement may run for `statement_timeout` at most: whatever it has locked is locked for
+    everyone meanwhile."""
     conn: psycopg.Connection = backend.connection
     backend.begin()
     try:
         conn.execute(sql.SQL("set local lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
+        conn.execute(sql.SQL("set local statement_timeout = {}").format(
+            sql.Literal(f"{int(statement_timeout * 1000)}ms")))
         for migration in migrations:
             migration.process_steps(backend, "apply")  # a savepoint inside our transaction
             backend.log_migration(migration, "apply")
             backend.mark_one(migration, log=False)
-        sql_files = _apply_sql_layer(conn, sql_dir, reapply)
-        _sync_stripe_prices(conn, environ)
-        _sync_webhook_secrets(conn, environ)
+        sql_files = []
+        if with_sql_layer:
+            sql_files = _apply_sql_layer(conn, sql_dir, reapply)
+            _sync_stripe_prices(conn, environ)
+            _sync_webhook_secrets(conn, environ)
         backend.commit()
     except BaseException:
         backend.rollback()
         raise
-    release.migrations = [m.id for m in migrations]
-    release.sql_files = sql_files
+    release.migrations += [m.id for m in migrations]
+    release.sql_files += sql_files
 
 
 def _apply_outside_transaction(backend, migration, lock_timeout: float) -> None:
@@ -284,6 +317,49 @@ def _apply_outside_transaction(backend, migration, lock_timeout: float) -> None:
     with backend.transaction():
         backend.log_migration(migration, "apply")
         backend.mark_one(migration, log=False)
+
+
+_INDEX_STATEMENT = re.compile(r"^\s*(create\s+(unique\s+)?index|drop\s+index)\b", re.IGNORECASE)
+
+
+def _builds_indexes_only(migration) -> bool:
+    """Whether every statement of a migration creates or drops an index (nothing the sql/
+    layer could depend on)."""
+    path = Path(migration.path)
+    if path.suffix != ".sql":
+        return False
+    statements = [sqlparse.format(statement, strip_comments=True).strip()
+                  for statement in sqlparse.split(path.read_text())]
+    statements = [statement for statement in statements if statement]
+    return bool(statements) and all(_INDEX_STATEMENT.match(statement) for statement in statements)
+
+
+def _release_plan(pending: list) -> tuple[list[tuple[str, list]], list]:
+    """The order to apply pending migrations in: ([(kind, migrations)], run after).
+
+    Consecutive transactional migrations share a transaction; a `transactional: false` one
+    runs on its own where it stands (later migrations may need what it adds). The sql/ layer
+    joins the last transaction ("release") when it is the last pending step, so the common
+    release (transactional migrations, then functions that use them) is one transaction;
+    index-only `transactional: false` migrations at the end run after it commits (the sql/
+    layer never needs an index to exist); otherwise the sql/ layer comes last, on its own."""
+    after: list = []
+    rest = list(pending)
+    while rest and not rest[-1].use_transactions and _builds_indexes_only(rest[-1]):
+        after.insert(0, rest.pop())
+    steps: list[tuple[str, list]] = []
+    for migration in rest:
+        if not migration.use_transactions:
+            steps.append(("outside", [migration]))
+        elif steps and steps[-1][0] == "transaction":
+            steps[-1][1].append(migration)
+        else:
+            steps.append(("transaction", [migration]))
+    if steps and steps[-1][0] == "transaction":
+        steps[-1] = ("release", steps[-1][1])
+    else:
+        steps.append(("release", []))
+    return steps, after
 
 
 def _setting(environ, name: str, default: float) -> float:
@@ -303,6 +379,7 @@ def migrate(dsn: str, environ=None, *, reapply_sql: bool = False, migrations_dir
     environ = os.environ if environ is None else environ
     lock_timeout = _setting(environ, "MIGRATE_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
     max_wait = _setting(environ, "MIGRATE_MAX_WAIT", DEFAULT_MAX_WAIT)
+    statement_timeout = _setting(environ, "MIGRATE_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
     release = Release()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (_MIGRATE_LOCK_KEY,))
@@ -315,12 +392,17 @@ def migrate(dsn: str, environ=None, *, reapply_sql: bool = False, migrations_dir
                 pending = list(backend.to_apply(read_migrations(str(migrations_dir))))
                 for migration in pending:
                     migration.load()
-                in_transaction = [m for m in pending if m.use_transactions]
-                outside = [m for m in pending if not m.use_transactions]
-                _with_lock_retries(lambda: _apply_release(backend, in_transaction, environ, sql_dir, reapply_sql,
-                                                          lock_timeout, release),
-                                   release, max_wait, "release")
-                for migration in outside:
+                steps, after = _release_plan(pending)
+                for kind, migrations in steps:
+                    if kind == "outside":
+                        _with_lock_retries(lambda m=migrations[0]: _apply_outside_transaction(backend, m, lock_timeout),
+                                           release, max_wait, migrations[0].id)
+                        release.outside_transaction.append(migrations[0].id)
+                    else:
+                        _with_lock_retries(lambda ms=migrations, last=kind == "release": _apply_release(
+                            backend, ms, environ, sql_dir, reapply_sql, lock_timeout, statement_timeout, release,
+                            with_sql_layer=last), release, max_wait, "release")
+                for migration in after:
                     _with_lock_retries(lambda m=migration: _apply_outside_transaction(backend, m, lock_timeout),
                                        release, max_wait, migration.id)
                     release.outside_transaction.append(migration.id)

@@ -312,32 +312,6 @@ SCHEMAS = {
         {"title": "Three hearts, one octopus"},
         obj(["title"], title={**TEXT, "minLength": 1, "maxLength": 200,
                               "description": "one line; surrounding spaces are trimmed"})),
-    "AccountDelete": described(
-        "Your password (and a two-factor code when it is on), to delete the account.",
-        {"password": "correct horse battery staple", "code": "492039"},
-        obj(["password"], password={"type": "string", "maxLength": 1024},
-            code={"type": "string", "minLength": 1, "maxLength": 50,
-                  "description": "required when two-factor sign-in is on: 6 digits from the authenticator app, "
-                                 "or a recovery code"})),
-    "AccountExport": described(
-        "Everything the account holds about you; never a password, key or token hash, nor the two-factor secret.",
-        {"exported_at": NOW, "profile": {"email": "ada@example.com", "full_name": "Ada Lovelace"},
-         "subscription": {"tier": "pro", "status": "active"}, "credit_ledger": [], "usage": [], "jobs": [],
-         "api_keys": [], "sessions": [], "trusted_devices": [], "two_factor": None, "sign_in_attempts": [],
-         "emails": []},
-        obj(["exported_at", "profile", "subscription", "credit_ledger", "usage", "jobs", "api_keys", "sessions",
-             "trusted_devices", "two_factor", "sign_in_attempts", "emails"],
-            exported_at=DATETIME, profile={"type": "object", "description": "email, name, when you joined"},
-            subscription={"type": ["object", "null"], "description": "plan, status and period"},
-            credit_ledger={"type": "array", "items": {"type": "object"}, "description": "every credit movement"},
-            usage={"type": "array", "items": {"type": "object"}, "description": "billable actions"},
-            jobs={"type": "array", "items": {"type": "object"}, "description": "your videos"},
-            api_keys={"type": "array", "items": {"type": "object"}, "description": "names and prefixes, no hashes"},
-            sessions={"type": "array", "items": {"type": "object"}, "description": "sign-in sessions"},
-            trusted_devices={"type": "array", "items": {"type": "object"}},
-            two_factor={"type": ["object", "null"], "description": "whether it is on, never the secret"},
-            sign_in_attempts={"type": "array", "items": {"type": "object"}},
-            emails={"type": "array", "items": {"type": "object"}, "description": "mails we sent you"})),
     "JobList": described(
         "A page of your jobs, newest first.", {"jobs": [JOB_EXAMPLE], "next_before": None},
         obj(["jobs", "next_before"], jobs={"type": "array", "items": ref("Job")},
@@ -551,6 +525,56 @@ SCHEMAS.update({
                                                                      "items": ref("WebhookDelivery")})),
 })
 
+# --- account deletion and export (issue 16 item 8) ----------------------------------------
+EXPORT_EXAMPLE = {
+    "exported_at": LATER,
+    "profile": {"id": USER_ID, "email": "ada@example.com", "full_name": "Ada Lovelace", "is_verified": True,
+                "is_active": True, "created_at": NOW, "updated_at": NOW, "last_login": LATER},
+    "subscription": {"tier": "pro", "status": "active", "subscribed_tier": "pro", "credits_total": 100,
+                     "credits_remaining": 97, "current_period_start": NOW, "current_period_end": PERIOD_END,
+                     "cancel_at_period_end": False, "pending_tier": None, "stripe_customer_id": "cus_Q2w3E4r5T6y7U8",
+                     "stripe_subscription_id": "sub_1QaZ2wSx3EdC4rFv", "created_at": NOW},
+    "credit_ledger": [{"delta": 5, "reason": "signup_grant", "job_id": None, "note": None, "created_at": NOW},
+                      {"delta": -1, "reason": "render", "job_id": JOB_ID, "note": None, "created_at": LATER}],
+    "usage": [{"action": "render", "credits": 1, "job_id": JOB_ID, "created_at": LATER}],
+    "jobs": [{"id": JOB_ID, "platform": "youtube_shorts", "topic": "Why octopuses have three hearts",
+              "title": None, "deleted_at": None, "options": {"duration_seconds": 20}, "status": "completed",
+              "output_url": f"/media/{JOB_ID}.mp4",
+              "error": None, "note": None, "tier": "pro", "created_at": NOW, "finished_at": LATER}],
+    "api_keys": [{"id": KEY_ID, "name": "CI pipeline", "prefix": "sk_live_3kTq", "created_at": NOW,
+                  "last_used_at": None, "revoked_at": None}],
+    "sessions": [{"kind": "api", "id": "7d1e2f3a-4b5c-4d6e-8f7a-9b0c1d2e3f4a", "created_at": NOW, "revoked_at": None}],
+    "trusted_devices": [{"created_at": NOW, "last_used_at": LATER, "expires_at": PERIOD_END}],
+    "two_factor": None,
+    "sign_in_attempts": [{"kind": "signup", "client_ip": "203.0.113.7", "attempted_at": NOW}],
+    "emails": [{"kind": "verify", "created_at": NOW, "sent_at": NOW}],
+    "webhook_endpoints": [{"id": ENDPOINT_ID, "url": "https://hooks.example.org/storygenius",
+                           "description": "CMS import", "event_types": ["render.completed"], "created_at": NOW,
+                           "disabled_at": None}],
+    "webhook_events": [EVENT_EXAMPLE],
+    "brand": {"primary_colour": "#1d1b26", "accent_colour": "#6d3df5", "has_logo": True, "updated_at": NOW},
+    "referral_code": {"code": "k3v9q27xm2", "created_at": NOW},
+    "referrals": [{"role": "referrer", "status": "rewarded", "created_at": LATER}],
+}
+ROWS = {"type": "array", "items": {"type": "object"}}
+SCHEMAS.update({
+    "AccountDelete": described(
+        "Your password again, and a code when two-factor sign-in is on.",
+        {"password": "correct horse battery staple", "code": "492039"},
+        obj(["password"], password={"type": "string", "maxLength": 1024},
+            code={"type": "string", "minLength": 1, "maxLength": 50,
+                  "description": "required when two-factor sign-in is on: 6 digits from the authenticator app, "
+                                 "or a recovery code"})),
+    "AccountExport": described(
+        "Everything the account holds about you; never a password, key or token hash, nor the two-factor secret.",
+        EXPORT_EXAMPLE,
+        obj(list(EXPORT_EXAMPLE), exported_at=DATETIME, profile={"type": "object"},
+            subscription={"type": ["object", "null"]}, credit_ledger=ROWS, usage=ROWS, jobs=ROWS, api_keys=ROWS,
+            sessions=ROWS, trusted_devices=ROWS, two_factor={"type": ["object", "null"]}, sign_in_attempts=ROWS,
+            emails=ROWS, webhook_endpoints=ROWS, webhook_events=ROWS, brand={"type": ["object", "null"]},
+            referral_code={"type": ["object", "null"]}, referrals=ROWS)),
+})
+
 ERROR_TEXT = {
     400: "Bad request (webhook signature or body)", 401: "Not authenticated, or the token/key is invalid",
     402: "Out of credits, or the card was declined", 403: "Not allowed (plan, disabled account, wrong current password)",
@@ -575,7 +599,8 @@ TAGS = [
     {"name": "auth", "description": "Accounts, sign-in, sessions, two-factor sign-in, email and password links."},
     {"name": "keys", "description": "API keys (Pro and Agency): `Authorization: Bearer sk_…` for servers."},
     {"name": "videos", "description": "Spend credits on videos and follow their renders."},
-    {"name": "account", "description": "Your balance and the billable actions behind it."},
+    {"name": "account", "description": "Your balance and the billable actions behind it; export or delete "
+                                       "your account."},
     {"name": "billing", "description": "Plans, your Stripe subscription and its changes, invoices, Stripe's webhook."},
     {"name": "webhooks", "description": "Signed events about your account sent to your own HTTPS endpoints "
                                         "(Pro and Agency), and the log of every delivery."},
@@ -808,14 +833,6 @@ PATHS = {
     "/v1/user/usage": {"get": operation("Billable actions", 200, ref("Usage"), [422], op_id="listUsage", params=[
         query("days", {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}, "how far back", 30)],
         tag="account", description="Every credit spent or refunded in the last `days` days.")},
-    "/v1/account": {"delete": operation(
-        "Delete your account", 204, None, [], op_id="deleteAccount", body="AccountDelete", tag="account",
-        description="The Stripe subscription ends at once, videos and personal data are erased, and every session, "
-                    "token and key stops working; the credit ledger is kept under a pseudonymous id so the books "
-                    "still add up. 403 for a wrong password or code.")},
-    "/v1/account/export": {"get": operation(
-        "Export your data", 200, ref("AccountExport"), [], op_id="exportAccount", tag="account",
-        description="Everything your account holds about you, as JSON.")},
     "/v1/billing/plans": {"get": operation(
         "The plans on sale", 200, ref("Plans"), [], op_id="listPlans", auth=False, tag="billing",
         description="Every plan with its price, monthly credits and features; no sign-in needed.")},
@@ -981,6 +998,20 @@ PATHS.update({
         op_id="resendWebhookDelivery", params=[DELIVERY_PARAM], tag="webhooks",
         description="Sends the same event (same id and body, a fresh signature) again now, with three more days "
                     "of retries. 409 when the endpoint is off.")},
+})
+
+PATHS.update({
+    "/v1/account": {"delete": operation(
+        "Delete your account", 204, None, [], op_id="deleteAccount", body="AccountDelete", tag="account",
+        description="Deletes the account for good: the Stripe subscription ends at once (no refund), videos and "
+                    "personal data are erased, every session, token and API key stops. The credit ledger is "
+                    "kept under a pseudonymous id. 403 for a wrong password or code, 422 when a code is needed; "
+                    "nothing changes then.")},
+    "/v1/account/export": {"get": operation(
+        "Export your data", 200, ref("AccountExport"), [], op_id="exportAccount", tag="account",
+        description="Everything your account holds about you, as one JSON document: profile, subscription, "
+                    "credit ledger, usage, jobs, API keys and sessions (metadata only), trusted devices, "
+                    "two-factor status, sign-in attempts and mails.")},
 })
 
 # --- referrals (issue 20 item 6) ------------------------------------------------------------

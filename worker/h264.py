@@ -1,13 +1,13 @@
-"""ffmpeg plumbing, and H.264 at 30 frames a second for the price of 15 (or 10).
+"""ffmpeg plumbing, and H.264 at 30 frames a second for the price of 10.
 
 A short's motion is slow (a background panning a few pixels a frame, captions that
-change a few times a second), so the composition is drawn and encoded at 15 pictures a
-second, and each picture is then shown for two frames. The second frame costs nothing
-to make: after any picture, a P slice whose every macroblock is skipped (zero motion,
-no residual) repeats it exactly, and its bytes depend only on the frame size and the
-encoder settings, apart from the slice header's frame_num. So one such slice is asked
+change a few times a second), so the composition is drawn and encoded at 10 (or 15)
+pictures a second, and each picture is then shown for three (or two) frames. The
+repeats cost nothing to make: after any picture, a P slice whose every macroblock is
+skipped (zero motion, no residual) repeats it exactly, and its bytes depend only on the
+frame size and the encoder settings, apart from the slice header's frame_num. So one such slice is asked
 of x264 per frame size (kept on disk), and the stream is rebuilt as picture, skip,
-picture, skip ..., with every slice's frame_num renumbered (a fixed-width field, so the
+skip, picture ..., with every slice's frame_num renumbered (a fixed-width field, so the
 rest of each slice is untouched). x264 runs with B-frames off and one reference frame,
 so every picture predicts from the frame just before it, which is now the identical
 skip frame. The SPS/PPS of both encodes are compared first; if they ever differ

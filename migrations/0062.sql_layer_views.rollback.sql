@@ -1,0 +1,1 @@
+alter table sql_layer_files drop column views;
