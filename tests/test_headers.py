@@ -44,7 +44,7 @@ def assert_secure(response, where: str) -> None:
 
 
 class InlineCode(HTMLParser):
-    """Collects what a strict CSP would refuse: inline <script>, on* handlers, style=."""
+    """Collects what a strict CSP would refuse: inline <script> and <style>, on* handlers, style=."""
 
     def __init__(self):
         super().__init__()
@@ -54,6 +54,8 @@ class InlineCode(HTMLParser):
         names = {name for name, _ in attrs}
         if tag == "script" and "src" not in names:
             self.found.append("inline <script>")
+        if tag == "style":
+            self.found.append("inline <style>")
         self.found += [f"{tag} {name}=" for name in names if name.startswith("on") or name == "style"]
         for name, value in attrs:
             if name in ("href", "src", "action") and (value or "").strip().lower().startswith("javascript:"):

@@ -3,6 +3,7 @@ navigation, no raw Markdown backticks or Python lists, every operation and schem
 every schema link leading somewhere."""
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 
@@ -95,8 +96,31 @@ def test_descriptions_are_escaped_before_code_spans_become_code():
     assert prose("<script>alert(1)</script>") == "&lt;script&gt;alert(1)&lt;/script&gt;"
 
 
-def test_examples_are_runnable_curl(client):
+def test_examples_are_runnable_curl_with_the_documents_own_examples(client):
+    spec = client.get("/openapi.json").get_json()
+    body = spec["paths"]["/v1/shorts/generate"]["post"]["requestBody"]["content"]["application/json"]["example"]
     html = client.get("/docs").get_data(as_text=True)
-    assert re.search(r"curl -X POST https://YOUR-HOST/v1/shorts/generate \\\s+-H &#34;Authorization: Bearer \$TOKEN&#34;"
-                     r" \\\s+-H &#34;Content-Type: application/json&#34; \\\s+-d &#39;\{&#34;platform&#34;: "
-                     r"&#34;youtube_shorts&#34;, &#34;topic&#34;: &#34;The history of coffee&#34;\}&#39;", html)
+    section = html[html.index('id="post-v1-shorts-generate"'):]
+    section = section[:section.index("</section>")]
+    curl = re.search(r"<pre tabindex=\"0\"><code>(curl .*?)</code></pre>", section, re.S).group(1)
+    curl = curl.replace("&#34;", '"').replace("&#39;", "'").replace("&amp;", "&")
+    assert curl.startswith("curl -X POST https://YOUR-HOST/v1/shorts/generate \\\n")
+    assert '-H "Authorization: Bearer $TOKEN"' in curl and '-H "Content-Type: application/json"' in curl
+    sent = json.loads(re.search(r"-d '(.*)'$", curl).group(1))
+    assert sent == body
+    # and the answer it gets, from the document too
+    answer = re.search(r"Answer 202:</p>\s*<pre tabindex=\"0\"><code>(.*?)</code></pre>", section, re.S).group(1)
+    assert json.loads(answer.replace("&#34;", '"')) == \
+        spec["paths"]["/v1/shorts/generate"]["post"]["responses"]["202"]["content"]["application/json"]["example"]
+
+
+def test_groups_follow_the_declared_tags_with_their_descriptions(client):
+    spec = client.get("/openapi.json").get_json()
+    html = client.get("/docs").get_data(as_text=True)
+    order = re.findall(r'<h2 class="group-title" id="tag-(\w+)">', html)
+    declared = [tag["name"] for tag in spec["tags"]]
+    assert [tag for tag in order if tag in declared] == [tag for tag in declared if tag in order]
+    for tag in spec["tags"]:
+        if tag["name"] in order:
+            text = re.sub(r"`([^`]+)`", r"<code>\1</code>", tag["description"])
+            assert text in html.replace("&#39;", "'"), tag["name"]

@@ -11,7 +11,8 @@ from markupsafe import Markup, escape
 
 _CODE_SPAN = re.compile(r"`([^`]+)`")
 TAG_TITLES = {"auth": "Accounts and sign-in", "videos": "Videos", "account": "Credits and usage",
-              "keys": "API keys", "billing": "Billing"}
+              "keys": "API keys", "billing": "Billing", "webhooks": "Webhooks", "branding": "Branding",
+              "referrals": "Referrals", "batches": "Batches"}
 
 
 def prose(text: str | None) -> Markup:
@@ -121,6 +122,8 @@ class Operation:
     body_fields: list[Field]
     responses: list[tuple[str, Markup, Markup | None]]
     curl: str
+    # the successful answer's status and example body, pretty-printed (None without one)
+    answer: tuple[str, str] | None = None
 
 
 # what a reader would type for common fields, where the schema has no example
@@ -156,12 +159,28 @@ def _curl(method: str, path: str, op: dict, spec: dict) -> str:
                 lines.append(f"  -F '{name}={example[name]}'")
     elif content and schema_name(content["schema"]):
         schema = _resolve(content["schema"], spec)
-        example = schema.get("example") or {
+        # the document's own example when it has one (the body's, then the schema's)
+        example = content.get("example") or (schema.get("examples") or [None])[0] or schema.get("example") or {
             f.name: EXAMPLE_VALUES.get(f.name) or _placeholder(_property(schema, f.name, spec))
             for f in fields_of(schema, spec) if f.required}
         lines.append('  -H "Content-Type: application/json"')
         lines.append(f"  -d '{json.dumps(example, ensure_ascii=False)}'")
     return " \\\n".join(lines)
+
+
+def _answer(op: dict, spec: dict) -> tuple[str, str] | None:
+    """(status, example as indented JSON) of the first successful answer that has one."""
+    for status, response in sorted(op["responses"].items()):
+        if status.startswith("2"):
+            media = response.get("content", {}).get("application/json")
+            if not media:
+                return None
+            example = media.get("example")
+            if example is None:
+                schema = _resolve(media.get("schema", {}), spec)
+                example = (schema.get("examples") or [None])[0]
+            return None if example is None else (status, json.dumps(example, indent=2, ensure_ascii=False))
+    return None
 
 
 def _property(schema: dict, name: str, spec: dict) -> dict:
@@ -201,11 +220,14 @@ def operations(spec: dict) -> dict[str, list[Operation]]:
             tag = (op.get("tags") or ["other"])[0]
             groups.setdefault(tag, []).append(Operation(
                 method=method, path=path, anchor=f"{method}-{path.strip('/').replace('/', '-').replace('{', '').replace('}', '')}",
-                summary=prose(op.get("summary")), description=prose(op.get("description")),
+                summary=prose(op.get("summary")),
+                # a description that only repeats the summary is not shown twice
+                description=prose(None if op.get("description") in (op.get("summary"), f"{op.get('summary')}.")
+                                  else op.get("description")),
                 authenticated=bool(op.get("security")), parameters=parameters,
                 body=type_label(body_schema) if body_schema else None,
                 body_fields=fields_of(_resolve(body_schema, spec), spec) if body_schema else [],
-                responses=responses, curl=_curl(method, path, op, spec)))
+                responses=responses, curl=_curl(method, path, op, spec), answer=_answer(op, spec)))
     return groups
 
 
@@ -216,5 +238,12 @@ def schemas(spec: dict) -> list[tuple[str, Markup, list[Field]]]:
 
 
 def page_context(spec: dict) -> dict:
+    """What docs.html renders: the groups in the order the document declares its tags,
+    each with that tag's description."""
+    groups = operations(spec)
+    declared = [tag["name"] for tag in spec.get("tags", [])]
+    ordered = {tag: groups[tag] for tag in declared if tag in groups}
+    ordered.update({tag: ops for tag, ops in groups.items() if tag not in ordered})
     return {"spec": spec, "info_description": prose(spec["info"].get("description")),
-            "groups": operations(spec), "schemas": schemas(spec), "tag_titles": TAG_TITLES}
+            "groups": ordered, "schemas": schemas(spec), "tag_titles": TAG_TITLES,
+            "tag_descriptions": {tag["name"]: prose(tag.get("description")) for tag in spec.get("tags", [])}}

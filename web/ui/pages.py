@@ -27,7 +27,11 @@ def page_links():
     """has_page('/keys'): whether a page is served, so the navigation links pages that
     other parts of the app add without knowing their endpoint names."""
     def has_page(path: str) -> bool:
-        return any(rule.rule == path and "GET" in rule.methods for rule in current_app.url_map.iter_rules())
+        pages = current_app.extensions.get("sg_get_rules")
+        if pages is None:  # the routes are fixed once the app serves: collect them once
+            pages = current_app.extensions["sg_get_rules"] = frozenset(
+                rule.rule for rule in current_app.url_map.iter_rules() if "GET" in rule.methods)
+        return path in pages
 
     return {"has_page": has_page}
 
@@ -78,8 +82,7 @@ def _dashboard(form: GenerateForm, status: int = 200):
     with db.tx(current_user.id) as cur:
         videos, next_before = _videos_page(cur, before)
     return render_template("app/dashboard.html", form=form, jobs=videos, platform_names=jobs.PLATFORM_NAMES,
-                           before=str(before) if before else "", next_before=next_before,
-                           rename_form=RenameForm(), delete_form=DeleteForm()), status
+                           before=str(before) if before else "", next_before=next_before), status
 
 
 @ui.get("/dashboard")
