@@ -113,19 +113,48 @@ def add_endpoint(customer, url: str, types=None) -> dict:
     return answer.get_json()
 
 
+def run_async(coroutine):
+    """Run a coroutine to its end on a thread of its own: once a browser test of the same
+    session has started Playwright's sync API, an event loop runs on the main thread for
+    good, and asyncio refuses to start another there."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = asyncio.run(coroutine)
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller below
+            result["error"] = error
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 @pytest.fixture
 def worker_pool(database_dsn):
-    """The worker role's pool, as worker/main.py builds it, for calling deliver_once."""
+    """The worker role's pool, as worker/main.py builds it, for calling deliver_once (on a
+    loop running on its own thread, for the reason run_async gives)."""
     loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def on_loop(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
     pool = AsyncConnectionPool(role_dsn(database_dsn, "sg_worker"), min_size=1, max_size=2,
                                kwargs={"autocommit": True}, open=False)
-    loop.run_until_complete(pool.open())
+    on_loop(pool.open())
 
     def deliver(delivery_id, settings=LOCAL) -> str:
-        return loop.run_until_complete(deliver_once(pool, str(delivery_id), settings))
+        return on_loop(deliver_once(pool, str(delivery_id), settings))
 
     yield deliver
-    loop.run_until_complete(pool.close())
+    on_loop(pool.close())
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
     loop.close()
 
 
@@ -183,7 +212,7 @@ def drain_webhook_worker(database_dsn: str, settings: WebhookSettings) -> None:
                                             max_concurrent_tasks=2, dequeue_timeout=timedelta(seconds=1),
                                             shutdown=asyncio.Event()), timeout=60)
 
-    asyncio.run(main())
+    run_async(main())
 
 
 # --- events, signatures, delivery through the queue ----------------------------------------
@@ -880,7 +909,7 @@ def test_concurrent_attempts_of_one_delivery_are_recorded_once(hook_app, connect
                 return await deliver_once(pool, delivery_id, LOCAL)
             finally:
                 await pool.close()
-        return asyncio.run(run())
+        return run_async(run())
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         outcomes = list(pool.map(one_worker, range(8)))
