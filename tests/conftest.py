@@ -241,8 +241,12 @@ def verify(admin: psycopg.Connection, user_id) -> None:
 @pytest.fixture
 def empty_queue(connect):
     """Drop render entries other tests left queued, so a worker started by this test
-    works only on this test's jobs."""
-    connect("postgres").execute("delete from pgqueuer")
+    works only on this test's jobs; and end the jobs they belonged to, which the worker's
+    sweeper would otherwise find stranded and put back in this test's queue."""
+    admin = connect("postgres")
+    admin.execute("delete from pgqueuer")
+    admin.execute("update jobs set status = 'failed', error_message = 'Left unfinished by an earlier test.', "
+                  "finished_at = coalesce(finished_at, now()) where status in ('queued', 'processing')")
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2):
